@@ -1,0 +1,175 @@
+"""The one preprocessing implementation (numpy + OpenCV), used by training, calibration and runtime.
+
+What an engine sees must be exactly what training saw, so every path that turns a scanner image into
+network input goes through `prepare_gs` / `prepare_doppler`. Engines take the uint8 RGB result; the
+float cast and ImageNet normalisation happen inside the graph (and in `normalize` for PyTorch).
+
+Doppler transform: Doppler signal (coloured pixels) becomes pure red on the gray image, which makes
+colour Doppler (red/blue maps) and power Doppler (orange/yellow maps) look alike to the networks.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from rating_edge.errors import RatingEdgeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RED_BGR = (0, 0, 255)
+
+
+@dataclass(frozen=True)
+class DopplerParams:
+    """Thresholds of the Doppler segmentation.
+
+    Chroma (max - min channel) separates colour from gray; saturation (chroma / max) rejects dim
+    tinted gray; small components are JPEG chroma fringes around gray edges, not flow.
+    """
+
+    chroma_min: int = 60
+    saturation_min: float = 0.45
+    min_area: int = 4
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    input_size: int = 224
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    interpolation: str = "area"
+    doppler: DopplerParams = field(default_factory=DopplerParams)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessParams":
+        d = dict(d)
+        dop = DopplerParams(**d.pop("doppler", {}))
+        return cls(
+            input_size=int(d.get("input_size", 224)),
+            mean=tuple(float(x) for x in d.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(x) for x in d.get("std", IMAGENET_STD)),
+            interpolation=d.get("interpolation", "area"),
+            doppler=dop,
+        )
+
+
+_INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+def check_image(image, name: str = "image") -> np.ndarray:
+    """Reject anything that is not an HxWx3 uint8 colour image, with a message that says what it got."""
+    if not isinstance(image, np.ndarray):
+        raise RatingEdgeError(f"{name}: expected a numpy uint8 array of shape (H, W, 3), got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise RatingEdgeError(f"{name}: expected dtype uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise RatingEdgeError(f"{name}: expected a 3-channel colour image of shape (H, W, 3), got shape {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise RatingEdgeError(f"{name}: image of shape {image.shape} is too small")
+    return image
+
+
+def crop_roi(image: np.ndarray, roi=None, name: str = "image") -> np.ndarray:
+    """Crop (x, y, w, h); None means the whole image. An ROI outside the image is an error, not a clip."""
+    check_image(image, name)
+    if roi is None:
+        return image
+    x, y, w, h = (int(v) for v in roi)
+    H, W = image.shape[:2]
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > W or y + h > H:
+        raise RatingEdgeError(f"{name}: ROI {[x, y, w, h]} does not lie inside the {W}x{H} image")
+    return image[y:y + h, x:x + w]
+
+
+def doppler_mask(image_bgr: np.ndarray, params: DopplerParams | None = None) -> np.ndarray:
+    """Boolean mask of Doppler signal pixels (stable name).
+
+    Gray pixels (R = G = B), white/gray text and lines have no chroma; JPEG chroma noise has low
+    chroma or forms specks smaller than `min_area`, both rejected.
+    """
+    p = params or DopplerParams()
+    img = check_image(image_bgr, "doppler image")
+    mx = img.max(axis=2)
+    mn = img.min(axis=2)
+    chroma = mx.astype(np.int16) - mn.astype(np.int16)
+    # saturation = chroma / max >= s  <=>  chroma >= s * max (no division, no float image)
+    mask = (chroma >= p.chroma_min) & (chroma.astype(np.float32) >= p.saturation_min * mx.astype(np.float32))
+    if p.min_area > 1 and mask.any():
+        m8 = mask.astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+        keep = stats[:, cv2.CC_STAT_AREA] >= p.min_area
+        keep[0] = False
+        mask = keep[labels]
+    return mask
+
+
+def doppler_transform(image_bgr: np.ndarray, params: DopplerParams | None = None, mask=None) -> np.ndarray:
+    """Gray image with the Doppler signal painted pure red (BGR out), so CDUS and PDUS look alike."""
+    img = check_image(image_bgr, "doppler image")
+    if mask is None:
+        mask = doppler_mask(img, params)
+    elif mask.shape != img.shape[:2] or mask.dtype != bool:
+        raise RatingEdgeError(f"doppler mask of shape {mask.shape}/{mask.dtype} does not fit image {img.shape[:2]}")
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    out = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    out[mask] = RED_BGR
+    return out
+
+
+def _resize_rgb(image_bgr: np.ndarray, size: int, interpolation: str) -> np.ndarray:
+    if size < 8:
+        raise RatingEdgeError(f"input size {size} is too small")
+    interp = _INTERP.get(interpolation)
+    if interp is None:
+        raise RatingEdgeError(f"unknown interpolation {interpolation!r}; use one of {sorted(_INTERP)}")
+    resized = cv2.resize(image_bgr, (size, size), interpolation=interp)
+    return np.ascontiguousarray(resized[:, :, ::-1])
+
+
+def prepare_gs(image_bgr: np.ndarray, roi=None, params: PreprocessParams | None = None) -> np.ndarray:
+    """Scanner GS image (BGR) -> network input: uint8 RGB (S, S, 3)."""
+    p = params or PreprocessParams()
+    return _resize_rgb(crop_roi(image_bgr, roi, "GS image"), p.input_size, p.interpolation)
+
+
+def prepare_doppler(image_bgr: np.ndarray, roi=None, params: PreprocessParams | None = None) -> np.ndarray:
+    """Scanner Doppler image (BGR) -> transformed network input: uint8 RGB (S, S, 3).
+
+    The transform runs before the resize so thin vessels are segmented at full resolution.
+    """
+    p = params or PreprocessParams()
+    crop = crop_roi(image_bgr, roi, "Doppler image")
+    return _resize_rgb(doppler_transform(crop, p.doppler), p.input_size, p.interpolation)
+
+
+def prepare_pair(gs_bgr, doppler_bgr, roi_gs=None, roi_doppler=None, params: PreprocessParams | None = None):
+    """A (GS, Doppler) scanner pair -> the two uint8 RGB network inputs."""
+    return prepare_gs(gs_bgr, roi_gs, params), prepare_doppler(doppler_bgr, roi_doppler, params)
+
+
+def check_batch(x, size: int, name: str) -> np.ndarray:
+    """Engine/reference inputs: uint8 RGB NHWC (B, S, S, 3)."""
+    if not isinstance(x, np.ndarray):
+        raise RatingEdgeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    if x.dtype != np.uint8:
+        raise RatingEdgeError(f"{name}: expected uint8 RGB NHWC input, got dtype {x.dtype}")
+    if x.ndim != 4 or x.shape[1:] != (size, size, 3):
+        raise RatingEdgeError(f"{name}: expected shape (B, {size}, {size}, 3), got {x.shape}")
+    if x.shape[0] < 1:
+        raise RatingEdgeError(f"{name}: empty batch")
+    return x
+
+
+def normalize(batch_rgb: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """uint8 RGB NHWC -> float32 NCHW, ImageNet-normalised (the same arithmetic the graphs do)."""
+    x = batch_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
