@@ -30,7 +30,9 @@ STAGES = [
     "rating_edge.export.commands",
     "rating_edge.calibration.commands",
     "rating_edge.runtime.commands",
-    "rating_edge.bench_commands",
+    "rating_edge.export.distill_commands",
+    "rating_edge.bench.commands",
+    "rating_edge.bench.plan_commands",
 ]
 
 

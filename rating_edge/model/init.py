@@ -17,7 +17,11 @@ from rating_edge.spec import MODULES, EnsembleSpec, network_id
 
 
 def _noise(spec: EnsembleSpec, n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(n, 3, spec.input_size, spec.input_size, generator=gen)
+    """Normalised uniform uint8 noise: what the networks see from random test images."""
+    from rating_edge.preprocess import normalize
+
+    img = torch.randint(0, 256, (n, spec.input_size, spec.input_size, 3), generator=gen, dtype=torch.uint8)
+    return torch.from_numpy(normalize(img.numpy()))
 
 
 @torch.no_grad()
@@ -37,7 +41,7 @@ def _calibrate_bn(net: nn.Module, x: torch.Tensor, gen: torch.Generator) -> None
 
 
 @torch.no_grad()
-def _scale_last(linear: nn.Linear, feats: torch.Tensor, target_std: float = 1.5) -> None:
+def _scale_last(linear: nn.Linear, feats: torch.Tensor, target_std: float = 1.0) -> None:
     logits = feats @ linear.weight.t() + linear.bias
     diff = logits[:, 1] - logits[:, 0]
     s = float(diff.std()) if diff.numel() > 1 else 1.0
@@ -62,7 +66,7 @@ def init_ensemble(spec: EnsembleSpec, seed: int = 0, share_backbones: bool = Fal
     one G (SH) or one backbone (VS): identical weights stored 6 times, for the exporter's dedup."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x = _noise(spec, 8, gen)
+    x = _noise(spec, 16, gen)
     models = {}
     for fold in range(spec.folds):
         for module in MODULES:
