@@ -74,7 +74,7 @@ def _register_stages() -> None:
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name == mod:
+            if e.name and mod.startswith(e.name):
                 continue  # stage not present in this build
             raise
         m.register(app)
