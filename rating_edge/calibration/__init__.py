@@ -1,0 +1,1 @@
+"""Calibration sets, INT8 quantization (Q/DQ and U8S8) and TensorRT engine builds."""

@@ -1,0 +1,1 @@
+"""Export: fuse the 60 networks into multi-head ONNX graphs (torch + onnx)."""

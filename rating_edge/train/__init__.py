@@ -1,0 +1,1 @@
+"""Paper-faithful training of the RATING ensemble (torch)."""
