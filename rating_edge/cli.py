@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rating_edge.errors import RatingEdgeError
 
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     try:
         app(args=argv, standalone_mode=True)
     except RatingEdgeError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         return 2
     except SystemExit as e:
         return int(e.code or 0)

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from rating_edge.scoring import CODEWORDS, ecoc_decode, multitude, score_probs
+
+
+def codeword_probs(g, seeds=2, p=0.9):
+    bits = CODEWORDS[g]
+    return np.repeat(np.where(bits > 0, p, 1 - p)[:, None], seeds, axis=1)
+
+
+@pytest.mark.parametrize("g", range(4))
+def test_ecoc_exact_codewords(g):
+    assert ecoc_decode(codeword_probs(g)) == g
+
+
+def test_ecoc_hamming_tie_broken_by_l1():
+    # hard bits [1,0,1] in both seeds: Hamming distance 2 to grade 1 (1,0,0) and grade 3 (1,1,1)
+    p = np.array([[0.9, 0.9], [0.4, 0.4], [0.6, 0.6]])
+    # L1 to grade1: 0.1*2 + 0.4*2 + 0.6*2 = 2.2 ; to grade3: 0.2 + 1.2 + 0.8 = 2.2 -> exact tie -> lower grade
+    # tweak so grade 3 is closer
+    p3 = p.copy(); p3[1] = [0.45, 0.45]
+    assert ecoc_decode(p3) == 3
+    p1 = p.copy(); p1[2] = [0.55, 0.55]
+    assert ecoc_decode(p1) == 1
+
+
+def test_ecoc_full_tie_goes_to_lower_grade():
+    # seeds disagree symmetrically on task 0 only: bits (1,0),(0,0),(0,0); ham to g0 = 1, g1 = 1
+    p = np.array([[0.75, 0.25], [0.0, 0.0], [0.0, 0.0]])
+    # L1 to g0: 0.75+0.25 = 1.0 ; to g1: 0.25+0.75 = 1.0 -> tie -> grade 0
+    assert ecoc_decode(p) == 0
+
+
+def test_ecoc_p_exactly_half_is_bit_zero():
+    p = np.full((3, 2), 0.5)
+    assert ecoc_decode(p) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, (7, 5, 3, 2), elements=st.floats(0, 1)))
+def test_ecoc_vectorised_equals_loop(p):
+    batch = ecoc_decode(p)
+    assert batch.shape == (7, 5)
+    for i in range(7):
+        for j in range(5):
+            assert batch[i, j] == ecoc_decode(p[i, j])
+
+
+def test_ecoc_rejects_bad_shapes_and_values():
+    with pytest.raises(ValueError):
+        ecoc_decode(np.zeros((2, 2)))
+    with pytest.raises(ValueError):
+        ecoc_decode(np.full((3, 2), np.nan))
+
+
+grades = arrays(np.int64, st.integers(1, 9), elements=st.integers(0, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_multitude_never_invalid(data):
+    m = data.draw(st.integers(1, 9))
+    sh = data.draw(arrays(np.int64, m, elements=st.integers(0, 3)))
+    vs = data.draw(arrays(np.int64, m, elements=st.integers(0, 3)))
+    s, v, c = multitude(sh, vs)
+    assert not (s == 0 and v > 0)
+    assert c == max(s, v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_multitude_is_majority_vote_when_all_valid_and_no_ties(data):
+    m = data.draw(st.integers(1, 9))
+    sh = data.draw(arrays(np.int64, m, elements=st.integers(1, 3)))  # no SH=0: every combination valid
+    vs = data.draw(arrays(np.int64, m, elements=st.integers(0, 3)))
+    qs, qv = np.bincount(sh, minlength=4), np.bincount(vs, minlength=4)
+    if (qs == qs.max()).sum() > 1 or (qv == qv.max()).sum() > 1:
+        return  # ties are covered separately
+    s, v, _ = multitude(sh, vs)
+    assert (s, v) == (qs.argmax(), qv.argmax())
+
+
+def test_multitude_invalid_combination_skipped():
+    # SH votes mostly 0, VS votes mostly 2: (0,2) is invalid, so the best valid combination wins
+    sh = np.array([0, 0, 0, 1, 1])
+    vs = np.array([2, 2, 2, 0, 1])
+    # weights: (0,0)=3*1=3 ; (1,2)=2*3=6 ; (1,0)=2 ; (1,1)=2 -> (1,2)
+    assert multitude(sh, vs) == (1, 2, 2)
+
+
+def test_multitude_ties_lexicographic():
+    sh = np.array([1, 2])
+    vs = np.array([1, 2])
+    # all four combos (1,1),(1,2),(2,1),(2,2) weigh 1 -> first lexicographic = (1,1)
+    assert multitude(sh, vs) == (1, 1, 1)
+
+
+def test_multitude_all_zero_gives_zero():
+    assert multitude(np.zeros(5, np.int64), np.zeros(5, np.int64)) == (0, 0, 0)
+
+
+def test_multitude_batched_and_errors():
+    sh = np.array([[1, 1, 2, 3, 3], [0, 0, 0, 0, 0]])
+    vs = np.array([[0, 0, 0, 1, 1], [1, 1, 1, 1, 1]])
+    s, v, c = multitude(sh, vs)
+    assert s.shape == (2,)
+    for i in range(2):
+        assert (s[i], v[i], c[i]) == multitude(sh[i], vs[i])
+    # second row: SH all 0 with VS all 1 -> the only non-negative valid weight is (0,0)=0, other valid combos 0 too
+    assert (s[1], v[1]) == (0, 0)
+    with pytest.raises(ValueError):
+        multitude(np.array([1, 2]), np.array([1]))
+    with pytest.raises(ValueError):
+        multitude(np.array([4]), np.array([0]))
+    with pytest.raises(ValueError):
+        multitude(np.array([1.0]), np.array([0.0]))
+
+
+def test_score_probs_shapes():
+    rng = np.random.default_rng(0)
+    out = score_probs(rng.random((3, 5, 3, 2)), rng.random((3, 5, 3, 2)))
+    assert out["sh_models"].shape == (3, 5) and out["combined"].shape == (3,)
+    assert np.all(out["sh_agree"] >= 0) and np.all(out["sh_agree"] <= 5)
