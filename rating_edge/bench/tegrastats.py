@@ -216,13 +216,19 @@ def main(argv=None) -> int:
     sm.add_argument("--pairs", type=int, default=None, help="pairs scored during the log")
     sm.add_argument("--seconds", type=float, default=None, help="duration of the run (default: from timestamps)")
     sm.add_argument("--interval-ms", type=float, default=None, help="tegrastats --interval used (default 1000)")
+    sm.add_argument("--skip", type=int, default=0, help="drop the first N samples (engine loading, warm-up)")
     sm.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the summary as JSON")
     a = ap.parse_args(argv)
     if not a.log.is_file():
         print(f"error: {a.log}: no such log file", file=sys.stderr)
         return 2
     try:
-        res = summarize(parse_log(a.log), a.pairs, a.seconds, a.interval_ms)
+        samples = parse_log(a.log)
+        if a.skip > 0 and len(samples) > 2 * a.skip:
+            samples = samples[a.skip:]
+        elif a.skip > 0:
+            print(f"warning: only {len(samples)} samples; keeping all (--skip {a.skip} needs more)", file=sys.stderr)
+        res = summarize(samples, a.pairs, a.seconds, a.interval_ms)
     except ValueError as e:
         print(f"error: {a.log}: {e}", file=sys.stderr)
         return 2
