@@ -1,0 +1,211 @@
+"""`rating-edge quantize`: FP32 package + calibration set -> INT8 package, or a refusal.
+
+The INT8 package carries the FP32 graphs (default; FP16 TensorRT builds start from them) plus two
+variants from one calibration: "int8-qdq" (TensorRT explicit quantization) and "int8-u8s8" (ONNX
+Runtime on CPUs). Both are verified against FP32 on a held-out part of the calibration set and the
+package is only written when both reach the gate on the combined score. Below the gate the most
+sensitive layers go back to FP32, a few at a time, until the gate passes or keeping more in FP32
+would no longer be INT8 (then it refuses and says which layers were to blame).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+from rating_edge.calibration.calibset import CalibSet, holdout_split, load_calib
+from rating_edge.calibration.gate import agreement_report, node_sensitivity, worst_members
+from rating_edge.calibration.qonnx import (METHODS, QUANT_OPS, graph_inputs, modelopt_available, quantize_modelopt,
+                                           quantize_ort)
+from rating_edge.errors import CalibrationError, PackageError
+from rating_edge.package import Package, load_package, write_model_json
+
+FORMS = {"int8-qdq": "qdq", "int8-u8s8": "u8s8"}
+# Share of the quantized layers that may go back to FP32, per fallback round; past the last, refuse.
+FALLBACK_STEPS = (0.02, 0.05, 0.1, 0.2, 0.35)
+
+
+class GateRefused(CalibrationError):
+    """INT8 changed the grades more than the gate allows; `report` holds the numbers."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def _quant_nodes(onnx_path) -> list[str]:
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    return [n.name for n in m.graph.node if n.op_type in QUANT_OPS]
+
+
+def _copy_package(pkg: Package, dst: Path) -> None:
+    for rel in pkg.meta["artifacts"]:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pkg.file(rel), dst / rel)
+
+
+def _infer(package: Package, variant, cs: CalibSet, batch: int = 16) -> dict:
+    import numpy as np
+
+    from rating_edge.runtime.engines import OrtRunner
+
+    outs = []
+    with OrtRunner(package, variant=variant) as r:
+        for s in range(0, len(cs), batch):
+            outs.append(r.infer({"gs": cs.gs[s:s + batch], "doppler": cs.doppler[s:s + batch]}))
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude=(), gate: float = 0.98,
+                     fallback: bool = True, holdout: float = 0.25, engine: str = "auto", log=print) -> dict:
+    """Write the INT8 package to `out` and return its quantization record, or raise GateRefused."""
+    if method not in METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    if not 0.0 < gate <= 1.0:
+        raise CalibrationError(f"--gate must lie in (0, 1], got {gate}")
+    pkg = load_package(pkg_path)
+    if pkg.meta.get("precision", "fp32") != "fp32":
+        raise PackageError(f"{pkg.path}: precision is {pkg.meta.get('precision')}; quantize an FP32 package")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise CalibrationError(f"{out} exists and is not empty; choose a new folder")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cs = load_calib(calib_path, pkg.preprocess)
+    for w in caught:
+        log(f"warning: {w.message}")
+    if cs.manifest["input_size"] != pkg.spec.input_size:
+        raise CalibrationError(f"{calib_path}: {cs.manifest['input_size']}px images, the package wants "
+                               f"{pkg.spec.input_size}px")
+    cal_idx, held_idx = holdout_split(cs, holdout)
+    cal, held = cs.subset(cal_idx), cs.subset(held_idx)
+    use_modelopt = engine == "modelopt" or (engine == "auto" and modelopt_available())
+    if engine == "modelopt" and not modelopt_available():
+        raise CalibrationError("--engine modelopt: nvidia-modelopt is not installed (pip install 'nvidia-modelopt[onnx]')")
+    log(f"calibrating on {len(cal)} pairs, gate on {len(held)} held-out pairs ({method}; "
+        f"Q/DQ by {'ModelOpt' if use_modelopt else 'ONNX Runtime'})")
+
+    stage = out.parent / f".{out.name}.partial"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    try:
+        _copy_package(pkg, stage)
+        ref = _infer(pkg, None, held)
+        graphs = pkg.graphs()
+        per_graph = []
+        for rec in graphs:
+            src = stage / rec["file"]
+            nodes = _quant_nodes(src)
+            user_ex = sorted({n for n in nodes for p in exclude if fnmatch.fnmatchcase(n, p)})
+            feeds = {k: (cal.gs if k == "gs" else cal.doppler) for k in graph_inputs(src)}
+            per_graph.append({"rec": rec, "src": src, "nodes": nodes, "exclude": user_ex, "feeds": feeds,
+                              "cache": stage / "calibration" / (Path(rec["file"]).stem + ".json")})
+        total = sum(len(g["nodes"]) for g in per_graph)
+        extra: list[tuple[int, str]] = []  # (graph index, node) kept FP32 by the fallback
+        sensitivity = None
+        rounds = []
+        for step in (0.0,) + (FALLBACK_STEPS if fallback else ()):
+            if step and sensitivity is None:
+                sensitivity = _sensitivity(per_graph, stage, held)
+            if step:
+                k = max(1, math.ceil(step * total))
+                extra = [(g, d["node"]) for g, d in sensitivity[:k]]
+            reports, variants = {}, {}
+            for vname, form in FORMS.items():
+                recs = []
+                for gi, g in enumerate(per_graph):
+                    ex = g["exclude"] + [n for gj, n in extra if gj == gi]
+                    rel = f"{vname}/{g['rec']['file']}"
+                    dst = stage / rel
+                    if dst.exists():
+                        dst.unlink()
+                    if form == "qdq" and use_modelopt:
+                        quantize_modelopt(g["src"], dst, g["feeds"], method, ex)
+                    else:
+                        quantize_ort(g["src"], dst, form, g["feeds"], method, g["cache"], ex)
+                    recs.append({**g["rec"], "file": rel})
+                variants[vname] = recs
+                cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
+                reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec)
+            worst = min(r["combined_agreement"] for r in reports.values())
+            rounds.append({"fp32_layers": len(extra), "combined_agreement": {v: r["combined_agreement"]
+                                                                            for v, r in reports.items()}})
+            log(f"  {len(extra)} extra layer(s) kept FP32: combined agreement "
+                + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items()))
+            if worst >= gate:
+                break
+        else:
+            if sensitivity is None:
+                sensitivity = _sensitivity(per_graph, stage, held)
+            top = [f"{per_graph[g]['rec']['file']}:{d['node']} (adds {d['added_error']:.3f} rel. error)"
+                   for g, d in sensitivity[:8]]
+            bad = min(reports.items(), key=lambda kv: kv[1]["combined_agreement"])
+            members = ", ".join(f"{m['network']} {m['agreement']:.2f}" for m in worst_members(bad[1]))
+            why = ("even with the most sensitive layers kept in FP32" if fallback else "(fallback disabled)")
+            raise GateRefused(
+                f"INT8 refused: combined-score agreement {bad[1]['combined_agreement']:.3f} ({bad[0]}) is below "
+                f"the gate {gate} on {len(held)} held-out pairs {why}. Most sensitive layers: {'; '.join(top)}. "
+                f"Worst members: {members}. Check the calibration set (same preprocessing, real images, "
+                ">= 300 pairs) or keep layers FP32 with --exclude PATTERN",
+                {"rounds": rounds, "reports": reports, "sensitivity": _named(sensitivity, per_graph)[:20]})
+
+        meta = dict(pkg.meta)
+        meta["precision"] = "int8"
+        meta["variants"] = {**pkg.meta.get("variants", {}), **variants}
+        record = {"method": method, "gate": gate, "quantizer": {"int8-qdq": "modelopt" if use_modelopt else
+                                                                "onnxruntime", "int8-u8s8": "onnxruntime"},
+                  "calibration": {"path": str(calib_path), "pairs": len(cal), "held_out": len(held),
+                                  "source": cs.manifest.get("source")},
+                  "exclude_patterns": list(exclude), "fp32_layers": [f"{per_graph[g]['rec']['file']}:{n}"
+                                                                      for g, n in extra],
+                  "quantized_layers": total - len(extra) - sum(len(g["exclude"]) for g in per_graph),
+                  "rounds": rounds, "reports": reports, "source_package": pkg.model_hash}
+        meta["quantization"] = record
+        files = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p.name != "model.json"]
+        meta["artifacts"] = {}
+        write_model_json(stage, meta, files)
+        if out.exists():
+            out.rmdir()
+        stage.rename(out)
+        return record
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _sensitivity(per_graph, stage: Path, held: CalibSet) -> list[tuple[int, dict]]:
+    """All graphs' quantized nodes, most error-adding first (measured on the Q/DQ form)."""
+    ranked = []
+    for gi, g in enumerate(per_graph):
+        qdq = stage / "int8-qdq" / g["rec"]["file"]
+        feeds = {k: (held.gs if k == "gs" else held.doppler) for k in g["feeds"]}
+        for d in node_sensitivity(g["src"], qdq, feeds, QUANT_OPS):
+            if d["node"] not in g["exclude"]:
+                ranked.append((gi, d))
+    return sorted(ranked, key=lambda t: -t[1]["added_error"])
+
+
+def _named(sens, per_graph) -> list[dict]:
+    return [{"graph": per_graph[g]["rec"]["file"], **d} for g, d in sens]
+
+
+def print_report(record: dict, log=print, members: int = 8) -> None:
+    for vname, rep in record["reports"].items():
+        log(f"{vname}: combined {rep['combined_agreement']:.3f}, SH {rep['sh_agreement']:.3f}, "
+            f"VS {rep['vs_agreement']:.3f} on {rep['pairs']} held-out pairs; members: min "
+            f"{rep['member_agreement_min']:.3f}, mean {rep['member_agreement_mean']:.3f}; "
+            f"max |dp| {rep['max_abs_prob_diff']:.3f}")
+        for m in rep["models"]:
+            log(f"  fold {m['fold']}: SH grade agreement {m['sh_agreement']:.3f}, VS {m['vs_agreement']:.3f}")
+        for m in worst_members(rep, members):
+            log(f"  {m['network']}: binary agreement {m['agreement']:.3f}, max |dp| {m['max_abs_diff']:.3f}")
+
+
+def report_json(record: dict) -> str:
+    return json.dumps(record, indent=2)
