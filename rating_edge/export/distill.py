@@ -1,0 +1,365 @@
+"""Distil the 60-network ensemble into the shared-backbone student and write it as a model package.
+
+Why logits and not labels: the student must reproduce *the ensemble's* decisions (including its
+mistakes), so its heads are fitted to each teacher network's log-odds d = z1 - z0 (the only part of the
+two logits that the softmax sees), on unlabeled frames. The teacher runs once over the frames and its
+log-odds are cached, which makes each epoch cost only the student's own forward/backward.
+
+Resumption: everything needed to continue lives in `OUT_PKG/.distill/` (student and optimiser tensors
+in safetensors, epoch counter, teacher log-odds, the hashes of teacher and data). A rerun with the same
+teacher, frames and student shape continues after the last finished epoch and gives the same weights as
+an uninterrupted run (per-epoch shuffles are derived from the seed and the epoch number).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rating_edge.errors import RatingEdgeError
+from rating_edge.preprocess import PreprocessParams, normalize
+from rating_edge.scoring import score_probs
+
+STATE_DIR = ".distill"
+STATE_FILE = "state.json"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "student.safetensors"
+
+
+# ------------------------------------------------------------------------------------------ frames
+
+@dataclass
+class Frames:
+    """Preprocessed uint8 RGB pairs; `labels` (N, 3) [sh, vs, combined] or -1 where unknown."""
+
+    gs: np.ndarray
+    doppler: np.ndarray
+    labels: np.ndarray
+    source: dict
+
+    def __len__(self) -> int:
+        return int(self.gs.shape[0])
+
+    @property
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.gs, self.doppler):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+def phantom_frames(n: int, params: PreprocessParams, seed: int = 0) -> Frames:
+    """`n` fresh phantom pairs (grades drawn so every combined score is common, both Doppler kinds)."""
+    from rating_edge.phantom.joint import DOPPLER_KINDS, make_pair, sample_grades
+    from rating_edge.preprocess import prepare_pair
+
+    rng = np.random.default_rng(seed)
+    gs, dop, labels = [], [], []
+    for i in range(n):
+        sh, vs = sample_grades(rng)
+        pair = make_pair(rng, sh, vs, DOPPLER_KINDS[i % len(DOPPLER_KINDS)])
+        g, d = prepare_pair(pair.gs, pair.doppler, pair.roi, pair.roi, params)
+        gs.append(g)
+        dop.append(d)
+        labels.append((sh, vs, max(sh, vs)))
+    return Frames(np.stack(gs), np.stack(dop), np.asarray(labels, np.int64),
+                  {"kind": "phantom", "pairs": n, "seed": seed})
+
+
+def load_frames(source: str, params: PreprocessParams, seed: int = 0) -> Frames:
+    """`phantom:N` (N pairs drawn with `seed`), a labelled dataset folder, or a calibration set folder."""
+    source = str(source)
+    if source.startswith("phantom:"):
+        try:
+            n = int(source.split(":", 1)[1])
+        except ValueError:
+            raise RatingEdgeError(f"frames {source!r}: use phantom:N with N a number of pairs, e.g. phantom:2000") from None
+        if n < 2:
+            raise RatingEdgeError(f"frames {source!r}: need at least 2 pairs")
+        return phantom_frames(n, params, seed)
+    p = Path(source)
+    if (p / "calib.json").is_file():
+        from rating_edge.calibration.calibset import load_calib
+
+        cs = load_calib(p, params, warn_small=False)
+        return Frames(cs.gs, cs.doppler, cs.labels, {"kind": "calib", "path": str(p)})
+    if (p / "labels.csv").is_file():
+        from rating_edge.dataset import load_arrays
+
+        gs, dop, labels, _ = load_arrays(p, params)
+        return Frames(gs, dop, labels, {"kind": "dataset", "path": str(p)})
+    raise RatingEdgeError(f"frames {source!r}: not phantom:N, a dataset folder (labels.csv) or a calibration set "
+                          "(calib.json)")
+
+
+def _teacher_params(manifest: dict, spec) -> PreprocessParams:
+    meta = manifest.get("meta", {}) or {}
+    if isinstance(meta.get("preprocess"), dict):
+        params = PreprocessParams.from_dict(meta["preprocess"])
+        if params.input_size == spec.input_size:
+            return params
+    return PreprocessParams(input_size=spec.input_size)
+
+
+# ------------------------------------------------------------------------------------ teacher
+
+@torch.no_grad()
+def teacher_logodds(models: dict, spec, frames: Frames, batch: int = 64, progress=None) -> dict:
+    """Every teacher network's z1 - z0 on every frame: {"sh", "vs"} (N, folds, tasks, seeds) float32."""
+    from rating_edge.spec import parse_network_id
+
+    n = len(frames)
+    out = {m: np.zeros((n, spec.folds, spec.tasks, spec.seeds), np.float32) for m in ("sh", "vs")}
+    for i in range(0, n, batch):
+        x_gs = torch.from_numpy(normalize(frames.gs[i:i + batch]))
+        x_dop = torch.from_numpy(normalize(frames.doppler[i:i + batch]))
+        for nid, net in models.items():
+            f, m, t, s = parse_network_id(nid)
+            z = net(x_gs, x_dop)
+            out[m][i:i + batch, f, t, s] = (z[:, 1] - z[:, 0]).numpy()
+        if progress is not None:
+            progress(min(n, i + batch))
+    return out
+
+
+# ------------------------------------------------------------------------------------ agreement
+
+def _linear_kappa(a: np.ndarray, b: np.ndarray, k: int = 4) -> float:
+    """Cohen's kappa with linear weights (the paper's agreement statistic for ordinal grades)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    obs = np.zeros((k, k))
+    np.add.at(obs, (a, b), 1)
+    obs /= obs.sum()
+    exp = np.outer(obs.sum(1), obs.sum(0))
+    w = np.abs(np.arange(k)[:, None] - np.arange(k)[None, :]) / (k - 1)
+    den = (w * exp).sum()
+    return float(1.0 - (w * obs).sum() / den) if den > 0 else 1.0
+
+
+def agreement(ref: dict, test: dict, labels: np.ndarray | None = None) -> dict:
+    """SH/VS/combined agreement and linear kappa of `test` against `ref` (probability dicts), plus
+    accuracy of both against `labels` where known."""
+    r, t = score_probs(ref["sh_prob"], ref["vs_prob"]), score_probs(test["sh_prob"], test["vs_prob"])
+    out = {"pairs": int(len(r["sh"]))}
+    for k in ("sh", "vs", "combined"):
+        out[f"{k}_agreement"] = float(np.mean(r[k] == t[k]))
+        out[f"{k}_kappa"] = _linear_kappa(r[k], t[k])
+    if labels is not None:
+        cols = {"sh": 0, "vs": 1, "combined": 2}
+        known = labels[:, 2] >= 0
+        if known.any():
+            out["labelled_pairs"] = int(known.sum())
+            for k, c in cols.items():
+                out[f"teacher_{k}_accuracy"] = float(np.mean(r[k][known] == labels[known, c]))
+                out[f"student_{k}_accuracy"] = float(np.mean(t[k][known] == labels[known, c]))
+    return out
+
+
+# ------------------------------------------------------------------------------------ state I/O
+
+def _save_tensors(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _load_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _optim_tensors(opt: torch.optim.Optimizer) -> dict:
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _restore_optim(opt: torch.optim.Optimizer, tensors: dict) -> None:
+    sd = opt.state_dict()
+    state: dict = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------ training
+
+@dataclass
+class DistillConfig:
+    share_depth: str = "layer4"
+    branches: str = "module"
+    epochs: int = 20
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    init: str = "teacher"  # "teacher" (trunks/branches/heads from teacher weights) or "random"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _lr_at(cfg: DistillConfig, epoch: int) -> float:
+    """Cosine decay over the planned epochs (a pure function of the epoch, so resuming is exact)."""
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+
+
+def distill_loss(sh_s, vs_s, sh_t, vs_t):
+    """Mean squared error of the log-odds over all 60 heads."""
+    return 0.5 * (torch.mean((sh_s - sh_t) ** 2) + torch.mean((vs_s - vs_t) ** 2))
+
+
+class Distiller:
+    """One distillation run in `out` (the package folder), resumable through `out/.distill/`."""
+
+    def __init__(self, ckpt, out, frames: Frames, cfg: DistillConfig, restart: bool = False, console=None):
+        from rating_edge.model.checkpoint import checkpoint_hashes, load_models
+        from rating_edge.export.student import build_student
+
+        self.ckpt, self.out, self.frames, self.cfg = Path(ckpt), Path(out), frames, cfg
+        self.console = console
+        self.spec, self.teachers, self.manifest = load_models(ckpt)
+        self.params = _teacher_params(self.manifest, self.spec)
+        self.teacher_hash = checkpoint_hashes(ckpt)
+        self.data_hash = frames.sha256
+        if frames.gs.shape[1] != self.spec.input_size:
+            raise RatingEdgeError(f"frames are {frames.gs.shape[1]}px; the teacher wants {self.spec.input_size}px")
+        self.state_dir = self.out / STATE_DIR
+        self.student = build_student(self.spec, cfg.share_depth, cfg.branches, cfg.seed,
+                                     self.params.mean, self.params.std)
+        if cfg.init == "teacher":
+            self.student.init_from_teacher(self.teachers)
+        elif cfg.init != "random":
+            raise RatingEdgeError(f"init {cfg.init!r} unknown; use teacher or random")
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.targets = None
+        self._open(restart)
+
+    def _identity(self) -> dict:
+        c = self.cfg
+        return {"teacher": self.teacher_hash["ensemble.json"], "data": self.data_hash, "share_depth": c.share_depth,
+                "branches": c.branches, "batch": c.batch, "lr": c.lr, "weight_decay": c.weight_decay,
+                "seed": c.seed, "init": c.init}
+
+    def _open(self, restart: bool) -> None:
+        sf = self.state_dir / STATE_FILE
+        if restart and self.state_dir.exists():
+            for p in self.state_dir.iterdir():
+                p.unlink()
+        if not sf.is_file():
+            return
+        state = json.loads(sf.read_text())
+        mine = self._identity()
+        diff = [k for k in mine if state.get("identity", {}).get(k) != mine[k]]
+        if diff:
+            raise RatingEdgeError(f"{self.out} holds an unfinished distillation with another {', '.join(diff)}; "
+                                  "rerun with --restart to discard it, or choose another output folder")
+        self.student.load_state_dict(_load_tensors(self.state_dir / WEIGHTS_FILE))
+        _restore_optim(self.opt, _load_tensors(self.state_dir / "optim.safetensors"))
+        self.epoch = int(state["epoch"])
+        self.history = state.get("history", [])
+        tf = self.state_dir / "teacher.safetensors"
+        if tf.is_file():
+            t = _load_tensors(tf)
+            self.targets = {"sh": t["sh"].numpy(), "vs": t["vs"].numpy()}
+
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _save_tensors(self.state_dir / WEIGHTS_FILE, self.student.state_dict())
+        _save_tensors(self.state_dir / "optim.safetensors", _optim_tensors(self.opt))
+        _write_json(self.state_dir / STATE_FILE, {"identity": self._identity(), "epoch": self.epoch,
+                                                  "history": self.history, "config": self.cfg.to_dict()})
+
+    def teacher_targets(self, progress=None) -> dict:
+        if self.targets is None:
+            self.targets = teacher_logodds(self.teachers, self.spec, self.frames, progress=progress)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            _save_tensors(self.state_dir / "teacher.safetensors",
+                          {k: torch.from_numpy(v) for k, v in self.targets.items()})
+        return self.targets
+
+    def train_epoch(self, on_batch=None) -> float:
+        """One epoch over the frames in a seed- and epoch-determined order; checkpointed at its end."""
+        cfg, st = self.cfg, self.student
+        tg = self.teacher_targets()
+        n = len(self.frames)
+        order = np.random.default_rng([cfg.seed, self.epoch]).permutation(n)
+        for grp in self.opt.param_groups:
+            grp["lr"] = _lr_at(cfg, self.epoch)
+        torch.manual_seed(cfg.seed * 100003 + self.epoch)
+        st.train()
+        total, count = 0.0, 0
+        for start in range(0, n, cfg.batch):
+            idx = np.sort(order[start:start + cfg.batch])
+            if len(idx) < 2:  # BatchNorm cannot train on one sample
+                continue
+            x_gs = torch.from_numpy(normalize(self.frames.gs[idx]))
+            x_dop = torch.from_numpy(normalize(self.frames.doppler[idx]))
+            sh, vs = st.forward_logits(x_gs, x_dop)
+            loss = distill_loss(sh, vs, torch.from_numpy(tg["sh"][idx]), torch.from_numpy(tg["vs"][idx]))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            value = loss.item()
+            total += value * len(idx)
+            count += len(idx)
+            if on_batch is not None:
+                on_batch(len(idx), value)
+        st.eval()
+        self.epoch += 1
+        self.history.append({"epoch": self.epoch, "loss": total / max(count, 1)})
+        self._save()
+        return self.history[-1]["loss"]
+
+    @torch.no_grad()
+    def student_probs(self, gs: np.ndarray, dop: np.ndarray, batch: int = 64) -> dict:
+        self.student.eval()
+        outs = [self.student(torch.from_numpy(gs[i:i + batch]), torch.from_numpy(dop[i:i + batch]))
+                for i in range(0, len(gs), batch)]
+        return {"sh_prob": torch.cat([o[0] for o in outs]).numpy(), "vs_prob": torch.cat([o[1] for o in outs]).numpy()}
+
+    def write_package(self, holdout: dict | None = None) -> Path:
+        """model.onnx (fused, package I/O), the student's weights, and model.json with provenance."""
+        from rating_edge.export.student_onnx import export_student_onnx
+        from rating_edge.package import write_model_json
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        export_student_onnx(self.student, self.out / ONNX_FILE)
+        _save_tensors(self.out / WEIGHTS_FILE, self.student.state_dict())
+        s = self.spec.input_size
+        image = {"dtype": "uint8", "layout": "NHWC", "color": "RGB", "shape": ["batch", s, s, 3]}
+        fusion = {"strategy": "distill", "share_depth": self.cfg.share_depth, "branches": self.cfg.branches,
+                  "student": self.student.cfg.to_dict(), "weights": WEIGHTS_FILE,
+                  "teacher": self.teacher_hash, "data": {"sha256": self.data_hash, "pairs": len(self.frames),
+                                                         "source": self.frames.source},
+                  "training": {**self.cfg.to_dict(), "epochs_done": self.epoch, "history": self.history}}
+        if holdout is not None:
+            fusion["holdout"] = holdout
+        meta = {"spec": self.spec.to_dict(), "preprocess": self.params.to_dict(),
+                "inputs": {"gs": image, "doppler": dict(image)},
+                "heat_size": [self.spec.heat_size, self.spec.heat_size],
+                "fusion": fusion, "precision": "fp32", "batch": "dynamic",
+                "graphs": [{"file": ONNX_FILE, "kind": "fused"}],
+                "source": {"checkpoint": self.teacher_hash, "checkpoint_path": str(self.ckpt)}}
+        return write_model_json(self.out, meta, [WEIGHTS_FILE])
