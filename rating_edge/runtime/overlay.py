@@ -1,0 +1,166 @@
+"""Drawing the AI's view onto the scanner frame.
+
+The radiologist must still see every pixel of the ultrasound picture, so nothing opaque is drawn over
+an image area: the ROI is a thin outline, the heatmap a translucent yellow wash (alpha from the map,
+values under 0.2 left out, as in the paper), and the score panel sits in the screen margin beside the
+picture on a translucent backing (over the picture only when no margin is wide enough).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from rating_edge.runtime.layout import FrameLayout
+
+YELLOW = (0, 255, 255)
+ROI_COLOUR = (255, 200, 0)
+HEAT_MIN = 0.2
+HEAT_ALPHA = 0.6
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+HELP = ["h  toggle heatmap", "mouse drag  draw ROI", "r  reset ROI", "s  snapshot (PNG)", "f  freeze overlay",
+        "q / Esc  quit", "?  this help"]
+
+
+@dataclass
+class OverlayState:
+    """What the renderer shows; the app updates it from results and keys."""
+
+    show_heat: bool = True
+    show_help: bool = False
+    frozen_overlay: bool = False
+    status: str = ""  # pairing / mode state
+    banner: str | None = None  # e.g. "AI unavailable"
+    model_id: str = ""
+    fps: float = 0.0
+    latency_ms: float | None = None
+    result: object = None  # worker.Result of the current section, or None
+    result_age_s: float | None = None
+    aggregate: object = None
+    roi_override: tuple | None = None  # frame pixels, drawn by the user
+    extra: dict = field(default_factory=dict)
+
+
+def heat_wash(region_bgr: np.ndarray, heat: np.ndarray) -> None:
+    """Yellow wash in place: alpha = HEAT_ALPHA * map where map >= 0.2, else untouched."""
+    h, w = region_bgr.shape[:2]
+    if h < 2 or w < 2 or heat is None:
+        return
+    m = cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    a = np.where(m >= HEAT_MIN, np.clip(m, 0, 1) * HEAT_ALPHA, 0).astype(np.float32)
+    if not a.any():
+        return
+    a3 = a[..., None]
+    src = region_bgr.astype(np.float32)
+    out = src + (np.asarray(YELLOW, np.float32) - src) * a3
+    region_bgr[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _margin_slot(W, H, areas, pw, ph, pad):
+    """Top-left of a pw x ph panel outside every image area, or None."""
+    boxes = [a.box for a in areas]
+    if not boxes:
+        return (pad, pad)
+    x0 = min(b[0] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    cands = [(W - x1, (x1 + pad, max(pad, y0))), (x0, (max(pad, x0 - pw - pad), max(pad, y0))),
+             (H - y1, (max(pad, x0), y1 + pad)), (y0, (max(pad, x0), max(pad, y0 - ph - pad)))]
+    for room, (x, y) in cands:
+        if x + pw <= W and y + ph <= H and not any(
+                x < b[0] + b[2] and b[0] < x + pw and y < b[1] + b[3] and b[1] < y + ph for b in boxes):
+            return (x, y)
+    return None
+
+
+def _panel(img, x, y, lines, scale, thick):
+    lh = int(26 * scale) + 4
+    pw = int(max(cv2.getTextSize(t, FONT, scale, thick)[0][0] for t, _ in lines)) + 16
+    ph = lh * len(lines) + 10
+    x = min(max(0, x), max(0, img.shape[1] - pw))
+    y = min(max(0, y), max(0, img.shape[0] - ph))
+    sub = img[y:y + ph, x:x + pw]
+    sub[:] = (sub.astype(np.uint16) * 2 // 5).astype(np.uint8)  # translucent dark backing (60% dimmed)
+    for i, (t, col) in enumerate(lines):
+        cv2.putText(img, t, (x + 8, y + lh * (i + 1)), FONT, scale, col, thick, cv2.LINE_AA)
+    return pw, ph
+
+
+def panel_lines(st: OverlayState) -> list:
+    lines = []
+    res = st.result
+    if res is not None and getattr(res, "scores", None) is not None:
+        s = res.scores
+        m = len(s["sh_models"])
+        agg = st.aggregate
+        lines.append((f"SH {int(s['sh'])}  ({int(s['sh_agree'])}/{m} agree)", (255, 255, 255)))
+        lines.append((f"VS {int(s['vs'])}  ({int(s['vs_agree'])}/{m} agree)", (255, 255, 255)))
+        lines.append((f"combined {int(s['combined'])}", (0, 255, 255)))
+        if agg is not None:
+            col = (0, 220, 0) if agg.stable else (0, 165, 255)
+            lines.append((f"{agg.pairs} pairs: {agg.sh}/{agg.vs}/{agg.combined} "
+                          f"{'stable' if agg.stable else 'settling'}", col))
+        if st.result_age_s is not None:
+            lines.append((f"result age {st.result_age_s:.1f} s", (200, 200, 200)))
+    else:
+        lines.append(("no score yet", (200, 200, 200)))
+    lines.append((st.status[:48], (255, 255, 0)))
+    lat = "-" if st.latency_ms is None else f"{st.latency_ms:.0f} ms"
+    lines.append((f"{st.fps:.1f} fps  latency {lat}", (200, 200, 200)))
+    if st.model_id:
+        lines.append((f"model {st.model_id}", (160, 160, 160)))
+    if st.frozen_overlay:
+        lines.append(("overlay frozen (f)", (0, 165, 255)))
+    return lines
+
+
+def render(frame_bgr: np.ndarray, lo: FrameLayout | None, st: OverlayState, out: np.ndarray | None = None) -> np.ndarray:
+    """A new image (or `out`, reused) with the overlay drawn; the input frame is not modified."""
+    if out is None or out.shape != frame_bgr.shape:
+        out = frame_bgr.copy()
+    else:
+        np.copyto(out, frame_bgr)
+    H, W = out.shape[:2]
+    scale = max(0.4, H / 1080 * 0.7)
+    thick = 1 if H < 700 else 2
+    areas = lo.areas if lo is not None else []
+    res = st.result
+    if lo is not None and not lo.signal:
+        msg = "NO SIGNAL"
+        (tw, th), _ = cv2.getTextSize(msg, FONT, scale * 2, thick + 1)
+        cv2.putText(out, msg, ((W - tw) // 2, (H + th) // 2), FONT, scale * 2, (0, 0, 255), thick + 1, cv2.LINE_AA)
+    # ROI and heatmap on the area whose kind matches what the result was computed from
+    if res is not None and getattr(res, "scores", None) is not None and areas:
+        for a in areas:
+            if st.roi_override is not None:
+                roi = st.roi_override
+            else:
+                rel = res.pair.roi_doppler if a.mode == "doppler" else res.pair.roi_gs
+                ax, ay, aw, ah = a.box
+                roi = (ax, ay, aw, ah) if rel is None else (ax + rel[0], ay + rel[1], min(rel[2], aw), min(rel[3], ah))
+            x, y, w, h = (int(v) for v in roi)
+            x, y = max(0, x), max(0, y)
+            w, h = min(w, W - x), min(h, H - y)
+            if st.show_heat:
+                heat = res.heat_doppler if a.mode == "doppler" else res.heat_gs
+                heat_wash(out[y:y + h, x:x + w], heat)
+            cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), ROI_COLOUR, thick)
+    lines = panel_lines(st)
+    lh = int(26 * scale) + 4
+    pw = int(max(cv2.getTextSize(t, FONT, scale, thick)[0][0] for t, _ in lines)) + 16
+    ph = lh * len(lines) + 10
+    slot = _margin_slot(W, H, areas, pw, ph, 8)
+    if slot is None:
+        slot = (W - pw - 4, H - ph - 4)
+    _panel(out, slot[0], slot[1], lines, scale, thick)
+    if st.banner:
+        (tw, th), _ = cv2.getTextSize(st.banner, FONT, scale, thick)
+        bx = max(0, (W - tw) // 2 - 8)
+        top = min([a.box[1] for a in areas], default=H)
+        by = 4 if top >= th + 16 else max(0, H - th - 20)
+        _panel(out, bx, by, [(st.banner, (0, 0, 255))], scale, thick)
+    if st.show_help:
+        _panel(out, 10, 10, [(t, (255, 255, 255)) for t in HELP], scale, thick)
+    return out

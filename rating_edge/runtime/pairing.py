@@ -1,0 +1,151 @@
+"""Pairing GS and Doppler images of the same joint section.
+
+RATING scores a (GS, Doppler) pair of one section. A single-layout scanner shows them one after the
+other, so a Doppler frame is paired with the most recent GS frame, but only if that GS frame is recent
+and shows the same anatomy: the gray structure of the two, downsampled to a coarse grid (which averages
+speckle away) with the Doppler-coloured cells left out, must correlate. GS frames that stop resembling
+the previous ones start a new section, which also resets temporal aggregation. In dual layout the two
+halves of one frame are the pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from rating_edge.runtime.layout import Area, FrameLayout, doppler_signal
+
+GRID = 24
+
+
+@dataclass
+class Pair:
+    """A scoreable pair: image-area crops (BGR) and the ROI inside each crop."""
+
+    frame_gs: int
+    frame_doppler: int
+    t: float
+    section: int
+    gs_bgr: np.ndarray
+    doppler_bgr: np.ndarray
+    roi_gs: tuple | None
+    roi_doppler: tuple | None
+    area_gs: tuple  # boxes in frame pixels, for drawing
+    area_doppler: tuple
+    similarity: float
+    t_capture: float = 0.0
+    layout: str = "single"
+
+
+def structure(area_bgr: np.ndarray, dop_mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse gray structure of an image area and which cells are valid (not Doppler-coloured)."""
+    gray = cv2.cvtColor(area_bgr, cv2.COLOR_BGR2GRAY)
+    g = cv2.resize(gray, (GRID, GRID), interpolation=cv2.INTER_AREA).astype(np.float32)
+    if dop_mask is None:
+        return g, np.ones((GRID, GRID), bool)
+    m = cv2.resize(dop_mask.astype(np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA)
+    return g, m < 0.02
+
+
+def similarity(a, b) -> float:
+    """Pearson correlation of two coarse structures over the cells valid in both."""
+    ga, va = a
+    gb, vb = b
+    v = va & vb
+    if v.sum() < GRID * GRID // 4:
+        return 0.0
+    x = ga[v] - ga[v].mean()
+    y = gb[v] - gb[v].mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 1e-6 else 0.0
+
+
+def roi_in_area(area: Area, roi, margin: float = 0.15) -> tuple | None:
+    """ROI relative to the area crop: the Doppler colour box (grown by `margin`, at least 1/3 of the
+    area each way), the whole area, or a fixed [x, y, w, h] from the profile."""
+    ax, ay, aw, ah = area.box
+    if isinstance(roi, (list, tuple)):
+        x, y, w, h = (int(v) for v in roi)
+        x, y = min(max(x, 0), aw - 2), min(max(y, 0), ah - 2)
+        return (x, y, max(2, min(w, aw - x)), max(2, min(h, ah - y)))
+    if roi == "area" or area.doppler_box is None:
+        return None
+    dx, dy, dw, dh = area.doppler_box
+    cx, cy = dx - ax + dw / 2, dy - ay + dh / 2
+    w = min(aw, max(dw * (1 + 2 * margin), aw / 3))
+    h = min(ah, max(dh * (1 + 2 * margin), ah / 3))
+    x = int(round(min(max(cx - w / 2, 0), aw - w)))
+    y = int(round(min(max(cy - h / 2, 0), ah - h)))
+    return (x, y, int(w), int(h))
+
+
+def _crop(img, box):
+    x, y, w, h = box
+    return img[y:y + h, x:x + w]
+
+
+class Pairer:
+    """Stateful pairing over the frame stream. `update` returns (Pair or None, state text)."""
+
+    def __init__(self, max_age_s: float = 3.0, min_similarity: float = 0.6, roi="doppler_box", doppler_params=None):
+        from rating_edge.preprocess import DopplerParams
+
+        self.max_age_s = max_age_s
+        self.min_similarity = min_similarity
+        self.roi = roi
+        self.dp = doppler_params or DopplerParams()
+        self.section = 0
+        self._gs = None  # (frame index, t, crop, structure, area)
+        self._last_roi = None
+
+    def _new_gs(self, index, t, crop, area):
+        st = structure(crop)
+        if self._gs is not None and similarity(st, self._gs[3]) < self.min_similarity:
+            self.section += 1
+        elif self._gs is None:
+            self.section += 1
+        self._gs = (index, t, crop, st, area)
+
+    def update(self, index: int, t: float, frame_bgr: np.ndarray, lo: FrameLayout, t_capture: float = 0.0):
+        if not lo.signal:
+            return None, "NO SIGNAL"
+        if not lo.areas:
+            return None, "no ultrasound image found"
+        if lo.frozen:
+            return None, "frozen"
+        if lo.layout == "dual" and len(lo.areas) == 2:
+            return self._dual(index, t, frame_bgr, lo, t_capture)
+        area = lo.areas[0]
+        crop = _crop(frame_bgr, area.box)
+        if area.mode == "gs":
+            self._new_gs(index, t, crop, area)
+            return None, "GS: waiting for Doppler"
+        if self._gs is None:
+            return None, "Doppler: waiting for a GS image of this section"
+        gi, gt, gcrop, gst, garea = self._gs
+        if t - gt > self.max_age_s:
+            return None, f"Doppler: last GS image is {t - gt:.1f} s old; show GS of this section"
+        m = doppler_signal(crop, self.dp, step=1)
+        sim = similarity(structure(crop, m), gst)
+        if sim < self.min_similarity:
+            return None, "Doppler: waiting for a GS image of this section"
+        if gcrop.shape != crop.shape:
+            gcrop = cv2.resize(gcrop, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_AREA)
+        roi = roi_in_area(area, self.roi)
+        pair = Pair(gi, index, t, self.section, gcrop, crop, roi, roi, area.box, area.box, sim, t_capture, "single")
+        return pair, "paired"
+
+    def _dual(self, index, t, frame_bgr, lo, t_capture):
+        a, b = lo.areas
+        modes = (a.mode, b.mode)
+        if modes.count("doppler") != 1:
+            return None, "dual: waiting for one GS and one Doppler half"
+        g, d = (a, b) if a.mode == "gs" else (b, a)
+        gcrop, dcrop = _crop(frame_bgr, g.box), _crop(frame_bgr, d.box)
+        self._new_gs(index, t, gcrop, g)
+        if gcrop.shape != dcrop.shape:
+            gcrop = cv2.resize(gcrop, (dcrop.shape[1], dcrop.shape[0]), interpolation=cv2.INTER_AREA)
+        roi = roi_in_area(d, self.roi)
+        return Pair(index, index, t, self.section, gcrop, dcrop, roi, roi, g.box, d.box, 1.0, t_capture,
+                    "dual"), "paired (dual)"

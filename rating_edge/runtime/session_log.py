@@ -1,0 +1,94 @@
+"""Durable session log (SQLite, WAL): one row per scored pair, committed as it is scored.
+
+WAL with synchronous=NORMAL makes every committed transaction survive a killed process (only an OS
+crash or power loss can lose the last commits), and a reader never blocks the writer, so a session can
+be watched while it runs. One commit per pair keeps the loss window under a second at any frame rate
+the scorer reaches.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+  id INTEGER PRIMARY KEY, started REAL, source TEXT, package TEXT, package_hash TEXT, backend TEXT, toolkit TEXT);
+CREATE TABLE IF NOT EXISTS pairs (
+  id INTEGER PRIMARY KEY, session INTEGER, t_wall REAL, t_source REAL, frame_gs INTEGER, frame_doppler INTEGER,
+  section INTEGER, layout TEXT, similarity REAL,
+  sh INTEGER, vs INTEGER, combined INTEGER, sh_agree INTEGER, vs_agree INTEGER,
+  sh_models TEXT, vs_models TEXT, sh_prob TEXT, vs_prob TEXT,
+  agg_sh INTEGER, agg_vs INTEGER, agg_combined INTEGER, agg_pairs INTEGER, stable INTEGER,
+  latency_ms TEXT, package_hash TEXT);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY, session INTEGER, t_wall REAL, kind TEXT, message TEXT);
+"""
+
+
+def _js(a) -> str:
+    return json.dumps(np.round(np.asarray(a, np.float64), 6).tolist() if np.asarray(a).dtype.kind == "f"
+                      else np.asarray(a).tolist())
+
+
+class SessionLog:
+    def __init__(self, path, source: str = "", package: str = "", package_hash: str = "", backend: str = ""):
+        from rating_edge import __version__
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.package_hash = package_hash
+        cur = self.db.execute("INSERT INTO sessions (started, source, package, package_hash, backend, toolkit) "
+                              "VALUES (?,?,?,?,?,?)", (time.time(), source, package, package_hash, backend, __version__))
+        self.session = cur.lastrowid
+        self.rows = 0
+
+    def log_pair(self, pair, scores: dict, agg, latency_ms: dict, sh_prob, vs_prob) -> int:
+        """One committed row (autocommit mode: each INSERT is its own transaction)."""
+        row = (self.session, time.time(), float(pair.t), int(pair.frame_gs), int(pair.frame_doppler), int(pair.section),
+               pair.layout, float(pair.similarity), int(scores["sh"]), int(scores["vs"]), int(scores["combined"]),
+               int(scores["sh_agree"]), int(scores["vs_agree"]), _js(scores["sh_models"]), _js(scores["vs_models"]),
+               _js(sh_prob), _js(vs_prob),
+               None if agg is None else agg.sh, None if agg is None else agg.vs,
+               None if agg is None else agg.combined, None if agg is None else agg.pairs,
+               None if agg is None else int(agg.stable), json.dumps({k: round(float(v), 3) for k, v in latency_ms.items()}),
+               self.package_hash)
+        with self._lock:
+            cur = self.db.execute(
+                "INSERT INTO pairs (session, t_wall, t_source, frame_gs, frame_doppler, section, layout, similarity, "
+                "sh, vs, combined, sh_agree, vs_agree, sh_models, vs_models, sh_prob, vs_prob, agg_sh, agg_vs, "
+                "agg_combined, agg_pairs, stable, latency_ms, package_hash) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            self.rows += 1
+            return cur.lastrowid
+
+    def event(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.db.execute("INSERT INTO events (session, t_wall, kind, message) VALUES (?,?,?,?)",
+                            (self.session, time.time(), kind, message))
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self.db.close()
+
+
+def read_pairs(path) -> list[dict]:
+    """All logged pairs (for tests and reports)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM pairs ORDER BY id")]
+    finally:
+        db.close()

@@ -1,0 +1,117 @@
+"""Inference beside capture: preprocess -> engine -> ECOC/MULTITUDE for the latest pair.
+
+The worker owns a one-slot buffer, so when the engine is slower than the video only the newest pair
+waits (older ones are dropped and counted) and the render loop keeps drawing the latest result with
+its age. Any failure (engine, preprocessing, a malformed pair) is caught: the result stream carries
+the error, the overlay shows "AI unavailable", and the message is reported once, not per frame.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+from rating_edge.runtime.capture import LatestSlot
+from rating_edge.runtime.pairing import Pair
+from rating_edge.scoring import score_probs
+
+
+@dataclass
+class Result:
+    pair: Pair
+    scores: dict | None = None  # score_probs of this pair (batch dimension removed)
+    sh_prob: np.ndarray | None = None
+    vs_prob: np.ndarray | None = None
+    heat_gs: np.ndarray | None = None
+    heat_doppler: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)  # preprocess, infer, score (ms)
+    t_done: float = 0.0  # perf_counter
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Scorer:
+    """The engine-facing half of a pair's life (everything a Runner does not)."""
+
+    def __init__(self, runner, params: PreprocessParams | None = None):
+        self.runner = runner
+        pkg = getattr(runner, "package", None)
+        self.params = params or (pkg.preprocess if pkg is not None else PreprocessParams())
+        size = getattr(getattr(runner, "spec", None), "input_size", None)
+        if size and size != self.params.input_size:
+            self.params = PreprocessParams.from_dict({**self.params.to_dict(), "input_size": size})
+
+    def score(self, pair: Pair) -> Result:
+        t0 = time.perf_counter()
+        try:
+            gs = prepare_gs(pair.gs_bgr, pair.roi_gs, self.params)[None]
+            dop = prepare_doppler(pair.doppler_bgr, pair.roi_doppler, self.params)[None]
+            t1 = time.perf_counter()
+            out = self.runner.infer({"gs": gs, "doppler": dop})
+            t2 = time.perf_counter()
+            sh_prob = np.asarray(out["sh_prob"])[0]
+            vs_prob = np.asarray(out["vs_prob"])[0]
+            sc = score_probs(sh_prob[None], vs_prob[None])
+            scores = {k: (v[0] if np.ndim(v) else v) for k, v in sc.items()}
+            t3 = time.perf_counter()
+        except Exception as e:  # noqa: BLE001 - fail open: the feed must keep flowing
+            return Result(pair, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                          t_done=time.perf_counter())
+        heat_gs = np.asarray(out.get("heat_gs"))[0] if out.get("heat_gs") is not None else None
+        heat_dop = np.asarray(out.get("heat_doppler"))[0] if out.get("heat_doppler") is not None else None
+        return Result(pair, scores, sh_prob, vs_prob, heat_gs, heat_dop,
+                      {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "score": (t3 - t2) * 1e3}, t3)
+
+
+class InferenceWorker(threading.Thread):
+    """Runs `Scorer.score` on the newest submitted pair; results are collected with `take()`."""
+
+    def __init__(self, scorer: Scorer):
+        super().__init__(name="inference", daemon=True)
+        self.scorer = scorer
+        self.slot = LatestSlot()
+        self._results = []
+        self._lock = threading.Lock()
+        self._pending = False
+
+    @property
+    def dropped(self) -> int:
+        return self.slot.dropped
+
+    def submit(self, pair: Pair) -> None:
+        with self._lock:
+            self.slot.put(pair, block=False)
+            self._pending = True
+
+    def run(self):
+        while True:
+            try:
+                pair = self.slot.get(timeout=0.1)
+            except EOFError:
+                return
+            if pair is None:
+                continue
+            res = self.scorer.score(pair)
+            with self._lock:
+                self._results.append(res)
+                if not self.slot._has:
+                    self._pending = False
+
+    def take(self) -> list:
+        with self._lock:
+            out, self._results = self._results, []
+        return out
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._pending
+
+    def close(self, timeout: float = 10.0):
+        self.slot.close()
+        self.join(timeout)
