@@ -1,0 +1,118 @@
+"""`rating-edge export | verify | explain`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rating_edge.errors import RatingEdgeError
+
+console = Console(stderr=True)
+
+
+def _parse_roi(text):
+    if not text:
+        return None
+    from rating_edge.dataset import parse_roi
+
+    return parse_roi(text, "--roi")
+
+
+def print_report(rep: dict) -> None:
+    t = Table(title=f"verify {rep['package']['path']} ({rep['package']['strategy']}, {rep['package']['variant']})")
+    t.add_column("check")
+    t.add_column("value", justify="right")
+    for k, o in rep["outputs"].items():
+        t.add_row(f"{k} max |diff|", f"{o['max_abs_diff']:.3g}")
+        t.add_row(f"{k} mean |diff|", f"{o['mean_abs_diff']:.3g}")
+        if "corr_min" in o:
+            t.add_row(f"{k} correlation mean / min", f"{o['corr_mean']:.4f} / {o['corr_min']:.4f}")
+    if "grades" in rep:
+        for g in ("sh", "vs", "combined"):
+            t.add_row(f"{g} agreement / kappa", f"{rep['grades'][g]['agreement']:.4f} / {rep['grades'][g]['kappa_linear']:.4f}")
+        t.add_row("min per-network binary agreement", f"{rep['min_network_agreement']:.4f}")
+    t.add_row("pairs", str(rep["pairs"]))
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        ckpt: Path = typer.Argument(..., help="Checkpoint folder (ensemble.json + networks/)."),
+        out: Path = typer.Argument(..., help="Output package folder (must not exist)."),
+        fuse: str = typer.Option("stack", help="stack (fused multi-head graph) or none (one graph per network)."),
+        chunk: str = typer.Option(None, help="Members per stack: an integer (1 = separate branches) or 'auto' "
+                                             "(time candidates here with ONNX Runtime). Default: one stack per input."),
+        opset: int = typer.Option(17, help="ONNX opset (13-21)."),
+        batch: str = typer.Option("dynamic", help="'dynamic' or 1."),
+        no_dedup: bool = typer.Option(False, "--no-dedup", help="Keep identical backbones separate (debugging)."),
+    ):
+        """Export a checkpoint as an ONNX model package (fused `stack` or per-network `none`)."""
+        from rating_edge.export.exporter import export_package
+
+        p = export_package(ckpt, out, fuse=fuse, chunk=chunk, opset=opset, batch=batch, dedup=not no_dedup,
+                           log=lambda m: console.print(m))
+        console.print(f"[green]exported[/] {p}")
+        console.print(f"next: rating-edge verify {p} --reference {ckpt} --phantom 16")
+        console.print(f"then: rating-edge quantize {p} ... (INT8), or rating-edge bench {p} --reference {ckpt}")
+
+    @app.command("verify")
+    def verify_cmd(
+        pkg: Path = typer.Argument(..., help="Model package folder."),
+        reference: Path = typer.Option(..., "--reference", help="Reference checkpoint folder."),
+        data: Path = typer.Option(None, "--data", help="Labelled dataset folder (labels.csv + images/)."),
+        phantom: int = typer.Option(None, "--phantom", help="Use N phantom pairs (default when --data is absent: 16)."),
+        limit: int = typer.Option(None, help="Use at most this many pairs of --data."),
+        variant: str = typer.Option(None, help="Package variant to run (e.g. int8-u8s8)."),
+        json_out: Path = typer.Option(None, "--json", help="Write the full report here."),
+        max_prob_diff: float = typer.Option(1e-4, help="Gate: max |P_package - P_reference|."),
+        min_grade_agreement: float = typer.Option(1.0, help="Gate: SH/VS/combined grade agreement (0-1)."),
+        min_network_agreement: float = typer.Option(1.0, help="Gate: per-network binary decision agreement (0-1)."),
+        min_heat_corr: float = typer.Option(0.99, help="Gate: heatmap correlation with autograd Grad-CAM (min over pairs)."),
+        seed: int = typer.Option(0, help="Seed for phantom pairs."),
+    ):
+        """Run a package and the eager reference on the same pairs; exit 1 when a gate fails."""
+        from rating_edge.export.inputs import dataset_pairs, phantom_pairs
+        from rating_edge.export.verify import Gates, verify_package
+        from rating_edge.package import load_package
+
+        if data is not None and phantom is not None:
+            raise RatingEdgeError("use either --data or --phantom, not both")
+        params = load_package(pkg).preprocess
+        if data is not None:
+            gs, dop = dataset_pairs(data, params, limit)
+        else:
+            gs, dop = phantom_pairs(phantom or 16, params, seed)
+        gates = Gates(max_prob_diff, min_grade_agreement, min_network_agreement, min_heat_corr)
+        rep = verify_package(pkg, reference, gs, dop, gates, variant)
+        print_report(rep)
+        if json_out:
+            json_out.write_text(json.dumps(rep, indent=2))
+        if rep["passed"]:
+            console.print("[green]PASS[/] all gates")
+        else:
+            for f in rep["failures"]:
+                console.print(f"[red]FAIL[/] {f}")
+            raise typer.Exit(1)
+
+    @app.command("explain")
+    def explain_cmd(
+        ckpt: Path = typer.Argument(..., help="Checkpoint folder."),
+        gs: Path = typer.Option(..., "--gs", help="Grayscale scanner image."),
+        doppler: Path = typer.Option(..., "--doppler", help="Doppler scanner image."),
+        out: Path = typer.Option(..., "--out", help="Output PNG (GS | transformed Doppler, yellow overlay)."),
+        roi_gs: str = typer.Option(None, help="GS ROI 'x y w h' (default: whole image)."),
+        roi_doppler: str = typer.Option(None, help="Doppler ROI 'x y w h' (default: whole image)."),
+        steps: int = typer.Option(50, help="Integration steps."),
+        samples: int = typer.Option(8, help="Noisy copies."),
+        seed: int = typer.Option(0, help="Noise seed."),
+    ):
+        """The paper's integrated-gradients heatmaps (off-line; slow on CPU for the paper preset)."""
+        from rating_edge.export.explain import explain_pair
+
+        maps = explain_pair(ckpt, gs, doppler, out, steps, samples, seed, _parse_roi(roi_gs), _parse_roi(roi_doppler))
+        frac = {k: float((v > 0).mean()) for k, v in maps.items()}
+        console.print(f"[green]wrote[/] {out} (highlighted: GS {frac['gs']:.1%}, Doppler {frac['doppler']:.1%})")
