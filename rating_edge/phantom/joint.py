@@ -31,10 +31,10 @@ DOPPLER_KINDS = ("cdus", "pdus")
 BASE_H, BASE_W = 256, 320
 
 # Ranges of the grade cues, in base pixels (a 256 x 320 image); tests read them too.
-SH1_DEPTH_FRACTION = (0.25, 0.55)   # surface depth below the bone-top line / recess depth
+SH1_DEPTH_FRACTION = (0.14, 0.4)    # surface depth below the bone-top line / recess depth
 SH2_HEIGHT = (8.0, 15.0)            # surface height above the bone-top line at the edges
 SH3_HEIGHT = (20.0, 32.0)           # bulge height above the bone-top line at its top
-VS1_SPOT_RADIUS = (2.6, 3.6)
+VS1_SPOT_RADIUS = (2.5, 3.3)
 VS2_COVERAGE = (0.22, 0.42)         # fraction of the synovium with signal
 VS3_COVERAGE = (0.6, 0.9)
 
@@ -71,14 +71,14 @@ class Anatomy:
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     skin = rng.uniform(6, 14)
-    tendon_top = rng.uniform(40, 54)
-    thick = rng.uniform(15, 23)
-    bone_top = tendon_top + thick + rng.uniform(40, 50)
+    tendon_top = rng.uniform(38, 52)
+    thick = rng.uniform(15, 22)
+    bone_top = tendon_top + thick + rng.uniform(38, 46)
     return Anatomy(skin_y=skin, tendon_top=tendon_top, tendon_thick=thick, bone_top=bone_top,
-                   top_offset=rng.uniform(-6, 6), gap_x=rng.uniform(148, 172), gap_half=rng.uniform(14, 21),
-                   recess_depth=rng.uniform(30, 40), head_width=rng.uniform(26, 38), base_width=rng.uniform(10, 18),
-                   tendon_sag=rng.uniform(0, 6), subcut_level=rng.uniform(0.28, 0.42),
-                   tendon_level=rng.uniform(0.8, 1.0), fat_level=rng.uniform(0.42, 0.58), septa=int(rng.integers(1, 5)))
+                   top_offset=rng.uniform(-6, 6), gap_x=rng.uniform(150, 172), gap_half=rng.uniform(5, 9),
+                   recess_depth=rng.uniform(22, 30), head_width=rng.uniform(34, 48), base_width=rng.uniform(14, 24),
+                   tendon_sag=rng.uniform(0, 5), subcut_level=rng.uniform(0.26, 0.36),
+                   tendon_level=rng.uniform(1.0, 1.3), fat_level=rng.uniform(0.45, 0.6), septa=int(rng.integers(1, 5)))
 
 
 @dataclass
@@ -140,18 +140,18 @@ def _geometry(an: Anatomy, sh: int, rng, H: int, W: int):
     floor = (topl + topr) / 2 + an.recess_depth
     line = topl + (topr - topl) * (x - xtl) / (xtr - xtl)  # bone-top line
 
-    # left bone: metacarpal head (dome to the gap), neck and shaft to the left
-    dl = floor - 4 - topl
-    bone_l = np.where(x >= xtl, topl + dl * ((x - xtl) / an.head_width) ** 2,
-                      topl + np.minimum(((xtl - x) / 40.0) ** 2 * 10, 12))
+    # left bone: metacarpal head (a dome falling into the joint gap), neck and shaft to the left
+    dl = floor - topl
+    tl = np.clip((x - xtl) / (gl - xtl), 0, 1)
+    bone_l = np.where(x >= xtl, topl + dl * tl ** 1.35,
+                      topl + 9 * (1 - np.exp(-((xtl - x) / 28.0) ** 2)) + 0.03 * np.maximum(0, xtl - 60 - x))
     # right bone: phalanx base lip rising from the gap, then a gently sloping shaft
-    dr = floor - 4 - topr
-    bone_r = np.where(x <= xtr, topr + dr * ((xtr - x) / an.base_width) ** 2, topr + 0.04 * (x - xtr))
-    # gap floor: a U between the two bone ends
-    u = np.clip((x - an.gap_x) / an.gap_half, -1, 1)
-    gap_floor = floor + 3 * (1 - u ** 2)
+    dr = floor - topr
+    tr = np.clip((xtr - x) / (xtr - gr), 0, 1)
+    bone_r = np.where(x <= xtr, topr + dr * tr ** 1.15, topr + 0.05 * (x - xtr))
+    gap_floor = np.full_like(x, floor)
     in_l, in_r = x < gl, x > gr
-    bone = np.where(in_l, np.minimum(bone_l, gap_floor), np.where(in_r, np.minimum(bone_r, gap_floor), gap_floor))
+    bone = np.where(in_l, bone_l, np.where(in_r, bone_r, gap_floor))
     has_bone = in_l | in_r
 
     # synovium surface, in base units of height above the bone-top line (nan = none)
@@ -160,7 +160,7 @@ def _geometry(an: Anatomy, sh: int, rng, H: int, W: int):
     if sh == 1:
         f = rng.uniform(*SH1_DEPTH_FRACTION)
         meniscus = rng.uniform(0, 2.0)
-        uu = np.clip((x - an.gap_x) / (xtr - xtl) * 2, -1, 1)
+        uu = np.clip((x - (xtl + xtr) / 2) / (xtr - xtl) * 2, -1, 1)
         surf = -(f * depth) - meniscus * (1 - uu ** 2)
         surf = np.where((x > xtl) & (x < xtr), surf, np.nan)
     elif sh == 2:
@@ -208,7 +208,7 @@ def _speckle(rng, amp, ky, kx):
     H, W = amp.shape
     z1 = rng.standard_normal((H, W)).astype(np.float32) * amp
     z2 = rng.standard_normal((H, W)).astype(np.float32) * amp
-    sx, sy = 1.4 * kx, 0.8 * ky
+    sx, sy = 1.2 * kx, 0.7 * ky
     z1 = cv2.GaussianBlur(z1, (0, 0), sigmaX=sx, sigmaY=sy)
     z2 = cv2.GaussianBlur(z2, (0, 0), sigmaX=sx, sigmaY=sy)
     return np.sqrt(z1 * z1 + z2 * z2)
@@ -242,31 +242,36 @@ def _render_gs(rng, an: Anatomy, g: dict, H: int, W: int):
     periart = (yy >= t_bot + 1) & (yy < bone)
     refl = np.where(periart, an.fat_level * (1 + 0.25 * _smooth_noise(rng, (H, W), 3 * kx, 2 * ky)), refl)
     # hyaline cartilage: thin anechoic cap on the metacarpal head
-    cart = (yy >= bone - 2.2) & (yy < bone) & (g["x"][None] > g["xtl"] - 25) & (g["x"][None] < g["gl"]) \
+    cart = (yy >= bone - 1.6) & (yy < bone) & (g["x"][None] > g["xtl"] - 25) & (g["x"][None] < g["gl"]) \
         & (g["has_bone"][None])
     refl = np.where(cart, 0.03, refl)
     # synovial hypertrophy: hypoechoic
     syn = np.isfinite(syn_top) & (yy >= np.nan_to_num(syn_top, nan=1e9)) & (yy < bone) & (yy > t_bot)
-    refl = np.where(syn, 0.09 * (1 + 0.3 * _smooth_noise(rng, (H, W), 2 * kx, 2 * ky)), refl)
+    refl = np.where(syn, rng.uniform(0.05, 0.09) * (1 + 0.3 * _smooth_noise(rng, (H, W), 2 * kx, 2 * ky)), refl)
+    # joint capsule: a thin echogenic line over the distended synovium
+    cap = (np.abs(yy - np.nan_to_num(syn_top, nan=-1e9)) < 0.9) & (yy < bone - 1) & (yy > t_bot)
+    refl = np.where(cap, an.fat_level * 1.8, refl)
     # below the bone surface: acoustic shadow; below the gap: deeper joint structures
     below = yy >= bone
     shadow = below & g["has_bone"][None]
-    refl = np.where(below, 0.22, refl)
+    refl = np.where(below, 0.3 * np.exp(-(yy - bone) / 40.0), refl)
     refl = np.where(shadow, 0.012, refl)
     refl = np.clip(refl, 0.005, None)
 
     env = _speckle(rng, refl, ky, kx)
     # specular lines (no speckle): skin and bone cortex, with a faint reverberation under the bone
     d_bone = yy - bone
-    cortex = np.exp(-0.5 * (d_bone / 0.9) ** 2) * g["has_bone"][None] * rng.uniform(2.2, 3.0)
-    reverb = np.exp(-0.5 * ((d_bone - 7) / 1.0) ** 2) * g["has_bone"][None] * 0.12
+    bright = rng.uniform(2.0, 2.8) * (1 + 0.15 * _smooth_noise(rng, (1, W), 10 * kx))
+    cortex = np.exp(-0.5 * (d_bone / 0.8) ** 2) * g["has_bone"][None] * bright
+    reverb = np.exp(-0.5 * ((d_bone - rng.uniform(5, 8)) / 1.0) ** 2) * g["has_bone"][None] * 0.05
     env = env + (cortex + reverb + skin * 1.2).astype(np.float32)
 
     # depth attenuation, partly compensated by TGC; electronic noise floor
     att = rng.uniform(0.5, 1.1)
     tgc = rng.uniform(0.35, 0.7)
     env = env * np.exp(-att * (1 - tgc) * yy / BASE_H * 2.2).astype(np.float32)
-    env = env + np.abs(rng.standard_normal((H, W)).astype(np.float32)) * 0.012
+    floor_noise = _speckle(rng, np.full((H, W), 0.02, np.float32), ky, kx)
+    env = np.sqrt(env * env + floor_noise * floor_noise)
 
     # log compression with random gain / dynamic range; subcutis reference -> mid gray
     db = 20 * np.log10(env + 1e-6)
@@ -281,12 +286,13 @@ def _render_gs(rng, an: Anatomy, g: dict, H: int, W: int):
 
 
 def _roi(an: Anatomy, g: dict, H: int, W: int):
+    """The joint: both bone tops with a margin, from above the tendon to below the joint gap."""
     ky, kx = g["ky"], g["kx"]
-    cx = (g["xtl"] + g["xtr"]) / 2 - 4
-    cy = (an.tendon_top + g["floor"]) / 2 + 6
-    w, h = 176 * kx, 124 * ky
+    cx = (g["xtl"] + g["xtr"]) / 2
+    top = an.tendon_top - 10
+    w, h = 168 * kx, 120 * ky
     x0 = int(round(np.clip(cx * kx - w / 2, 1, W - 1 - w)))
-    y0 = int(round(np.clip(cy * ky - h / 2, 1, H - 1 - h)))
+    y0 = int(round(np.clip(top * ky, 1, H - 1 - h)))
     return (x0, y0, int(round(w)), int(round(h)))
 
 
@@ -340,12 +346,43 @@ def _signal(rng, synovium: np.ndarray, vs: int, ky: float, kx: float) -> np.ndar
         s = np.sqrt(area / np.pi) * (0.8 if vs == 2 else 1.4)
         field += np.exp(-((yy - ys[j]) ** 2 + (xx - xs[j]) ** 2) / (2 * s * s))
     vals = field[synovium]
-    thr = np.quantile(vals, 1 - target)
-    sig = synovium & (field >= thr)
-    sig = _remove_small(sig, max(8, int(12 * k * k)))
-    if vs == 2 and sig.sum() >= 0.5 * area:  # never cross the band after clean-up
-        sig = synovium & (field >= np.quantile(vals, 1 - lo))
+    band_hi = 0.49 if vs == 2 else 0.97
+    big = min(2 * spot_area(k), 0.4 * area)   # a confluent region is clearly larger than any single spot
+    sig = synovium
+    for _ in range(16):
+        sig = synovium & (field >= np.quantile(vals, 1 - target))
+        sig = _keep_confluent(sig, max(8, int(12 * k * k)), 0.5 if vs == 2 else 0.2)
+        cov = sig.sum() / area
+        largest = _components_max(sig)
+        if lo <= cov <= band_hi and largest >= big:
+            break
+        step = (0.5 * (lo + hi) - cov) * 0.8 if not lo <= cov <= band_hi else 0.04
+        target = float(np.clip(target + step, 0.02, 0.99))
     return sig
+
+
+def spot_area(k: float = 1.0) -> float:
+    """Upper bound of one VS-1 spot's area in pixels at scale k (image size / 256x320)."""
+    r = VS1_SPOT_RADIUS[1] * 1.15 * k
+    return float(np.pi * (1.25 * r + 1) * (r + 1))
+
+
+def _components_max(mask: np.ndarray) -> int:
+    if not mask.any():
+        return 0
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max())
+
+
+def _keep_confluent(mask: np.ndarray, min_area: int, rel: float) -> np.ndarray:
+    """Drop fragments: keep components of at least `min_area` and `rel` times the largest one."""
+    if not mask.any():
+        return mask
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0
+    keep = (areas >= min_area) & (areas >= rel * areas.max())
+    return keep[lab]
 
 
 def _colourise(rng, gray: np.ndarray, sig: np.ndarray, kind: str, ky: float, kx: float) -> np.ndarray:
