@@ -224,9 +224,11 @@ def _render_gs(rng, an: Anatomy, g: dict, H: int, W: int):
     lobules = 1 + 0.35 * _smooth_noise(rng, (H, W), 6 * kx, 4 * ky)
     refl = np.full((H, W), an.subcut_level, np.float32) * lobules
     refl[(yy < an.skin_y) * ones > 0] = 0.015                                # gel
+    refl = refl + (0.9 * np.exp(-yy / 1.2)).astype(np.float32)                # transducer ring-down
     skin = (np.abs(yy - an.skin_y - 1.0) < 1.3) * ones
     dermis = ((yy >= an.skin_y + 2.3) & (yy < an.skin_y + 7)) * ones
     refl = np.where(dermis > 0, refl * 1.6, refl)
+    refl = np.where(skin > 0, rng.uniform(1.0, 1.5), refl)
     for _ in range(an.septa):                                                # fibrous septa in the fat
         y0 = rng.uniform(an.skin_y + 10, an.tendon_top - 4)
         slope = rng.uniform(-0.12, 0.12)
@@ -264,13 +266,13 @@ def _render_gs(rng, an: Anatomy, g: dict, H: int, W: int):
     bright = rng.uniform(2.0, 2.8) * (1 + 0.15 * _smooth_noise(rng, (1, W), 10 * kx))
     cortex = np.exp(-0.5 * (d_bone / 0.8) ** 2) * g["has_bone"][None] * bright
     reverb = np.exp(-0.5 * ((d_bone - rng.uniform(5, 8)) / 1.0) ** 2) * g["has_bone"][None] * 0.05
-    env = env + (cortex + reverb + skin * 1.2).astype(np.float32)
+    env = env + (cortex + reverb).astype(np.float32)
 
     # depth attenuation, partly compensated by TGC; electronic noise floor
     att = rng.uniform(0.5, 1.1)
     tgc = rng.uniform(0.35, 0.7)
     env = env * np.exp(-att * (1 - tgc) * yy / BASE_H * 2.2).astype(np.float32)
-    floor_noise = _speckle(rng, np.full((H, W), 0.02, np.float32), ky, kx)
+    floor_noise = _speckle(rng, np.full((H, W), rng.uniform(0.035, 0.055), np.float32), ky, kx)
     env = np.sqrt(env * env + floor_noise * floor_noise)
 
     # log compression with random gain / dynamic range; subcutis reference -> mid gray

@@ -122,10 +122,12 @@ class _Layout:
         elif theme.panel == "right":
             self.panel = (W - pw, top, pw, bottom - top)
             x1 = W - pw
-        col = int(round(64 * u))        # colour bar column / depth scale column
+        col_bar = int(round(84 * u))    # colour bar and its labels
+        col_scale = int(round(56 * u))  # depth scale and its labels
         m = int(round(14 * u))
         head = int(round(30 * u))       # room above the areas for the mode label
-        ax0, ax1 = x0 + col + m, x1 - col - m
+        left_col, right_col = (col_bar, col_scale) if theme.bar_side == "left" else (col_scale, col_bar)
+        ax0, ax1 = x0 + left_col + m, x1 - right_col - m
         ay0, ay1 = top + head + m, bottom - m
         aw_avail, ah_avail = ax1 - ax0, ay1 - ay0
         a = AREA_ASPECT[layout]
@@ -280,7 +282,7 @@ class PhantomScanner:
         sh, vs = sample_grades(rng)
         aw, ah = self.L.areas[0][2], self.L.areas[0][3]
         m = max(4, int(round(0.04 * aw)))
-        rh = ah + 2 * m
+        rh = ah                      # the top row is the probe face: motion is lateral only
         rw = max(aw + 2 * m, int(round(rh * 1.25)))
         pair = make_pair(rng, sh, vs, self.kind, size=(rh, rw), anatomy=sample_anatomy(rng))
         # window of the rendered image that the area shows, centred on the ROI
@@ -292,7 +294,7 @@ class PhantomScanner:
         colour = pair.doppler[win][sig]
         # the Doppler box, kept inside the part of the window that every motion offset shows
         bx, by, bw, bh = pair.doppler_box
-        bx0, by0 = max(bx - cx, 2 * m + 1), max(by, 2 * m + 1)
+        bx0, by0 = max(bx - cx, 2 * m + 1), max(by, 1)
         bx1, by1 = min(bx - cx + bw - 1, aw - 2), min(by + bh - 1, ah - 2)
         shade = int(rng.integers(170, 215))
         gs_v, dop_v = [], []
@@ -314,19 +316,17 @@ class PhantomScanner:
         return s
 
     def _offset(self, s: dict, i: int) -> tuple[int, int]:
-        """Hand motion: a slow, small wander of the probe inside the rendered margin."""
+        """Hand motion: a slow, small lateral wander of the probe inside the rendered margin."""
         t = i / self.fps
         m = s["m"]
         dx = int(round(m * 0.8 * np.sin(2 * np.pi * t / 3.7 + s["phase"][0])))
-        dy = int(round(m * 0.4 * np.sin(2 * np.pi * t / 5.3 + s["phase"][1])))
-        return dx, dy
+        return dx, 0
 
     def _area_image(self, s: dict, i: int, mode: str, shift=(0, 0)):
         aw, ah = self.L.areas[0][2], self.L.areas[0][3]
         dx, dy = self._offset(s, i)
         dx = int(np.clip(dx + shift[0], -s["m"], s["m"]))
-        dy = int(np.clip(dy + shift[1], -s["m"], s["m"]))
-        y0, x0 = s["m"] + dy, s["m"] + dx
+        y0, x0 = 0, s["m"] + dx
         src = (s["gs"] if mode == "gs" else s["dop"])[i % N_VARIANTS]
         return src[y0:y0 + ah, x0:x0 + aw], (x0, y0)
 
@@ -392,7 +392,7 @@ class PhantomScanner:
         col = _colour_bar(self.kind, bar_mode, bh)
         img[by:by + bh, bx:bx + bw] = col[:, None, :]
         cv2.rectangle(img, (bx - 1, by - 1), (bx + bw, by + bh), (200, 200, 200), 1)
-        lx = bx - int(50 * u) if self.theme.bar_side == "left" else bx + bw + int(4 * u)
+        lx = bx - int(48 * u) if self.theme.bar_side == "left" else bx + bw + int(5 * u)
         if bar_mode == "doppler":
             top, bot = ("+6.2", "-6.2") if self.kind == "cdus" else ("PD", "")
             _put(img, top, (lx, by + int(10 * u)), 0.4 * u, th.text, 1)
@@ -426,7 +426,7 @@ class PhantomScanner:
         imgs, areas = [], []
         for (ax, ay, aw, ah), md in zip(self.L.areas, modes):
             img, (x0, y0) = self._area_image(s, i, md, shift)
-            if prev is not None:
+            if prev is not None and md == "gs":   # Doppler (dual) shows only the new section: exact colour truth
                 old, _ = self._area_image(prev, i, md, (-int(round(prev["m"] * p)), 0))
                 img = cv2.addWeighted(old, 1 - p, img, p, 0)
             rx, ry, rw, rh = s["roi"]
