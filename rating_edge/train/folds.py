@@ -24,11 +24,28 @@ def patient_folds(records, folds: int, seed: int = 0) -> dict[str, int]:
     y = np.array([r.combined for r in records])
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     out: dict[str, int] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # rare grades: fewer members than folds
-        for k, (_, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y, groups=patients)):
-            for i in test_idx:
-                out[patients[i]] = k
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # rare grades: fewer members than folds
+            for k, (_, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y, groups=patients)):
+                for i in test_idx:
+                    out[patients[i]] = k
+    except ValueError:  # too few pairs per grade to stratify: balance pair counts only
+        out = _balanced_groups(patients, folds, seed)
+    return out
+
+
+def _balanced_groups(patients: list[str], folds: int, seed: int) -> dict[str, int]:
+    """Largest patients first (random order among equals), each into the fold with the fewest pairs."""
+    ids, counts = np.unique(np.array(patients), return_counts=True)
+    rng = np.random.default_rng(seed)
+    order = sorted(range(len(ids)), key=lambda i: (-counts[i], rng.random()))
+    load = np.zeros(folds, np.int64)
+    out = {}
+    for i in order:
+        k = int(np.argmin(load))
+        out[str(ids[i])] = k
+        load[k] += counts[i]
     return out
 
 
