@@ -69,8 +69,36 @@ def _exe(path: Path, text: str):
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
+def _tiny_package(folder: Path):
+    """A real (hand-made) package ONNX Runtime can run: uint8 gs/doppler in, one reduction out."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from rating_edge.package import write_model_json
+    from rating_edge.preprocess import PreprocessParams
+    from rating_edge.spec import preset
+
+    sp = preset("tiny")
+    s = sp.input_size
+    nodes = [helper.make_node("Cast", ["gs"], ["g"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["doppler"], ["d"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["g", "d"], ["a"]),
+             helper.make_node("ReduceMean", ["a"], ["sh_prob"], keepdims=0)]
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("gs", TensorProto.UINT8, ["B", s, s, 3]),
+                                       helper.make_tensor_value_info("doppler", TensorProto.UINT8, ["B", s, s, 3])],
+                          [helper.make_tensor_value_info("sh_prob", TensorProto.FLOAT, None)])
+    folder.mkdir()
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
+    write_model_json(folder, {"spec": sp.to_dict(), "preprocess": PreprocessParams(input_size=s).to_dict(),
+                              "graphs": [{"file": "model.onnx", "kind": "fused"}], "precision": "fp32",
+                              "fusion": {"strategy": "stack"}})
+    return folder
+
+
 def test_bench_sh_with_stand_in_tools(tmp_path):
-    """bench.sh's own logic: records nvpmodel without changing it, builds, samples tegrastats, summarises."""
+    """bench.sh's own logic with stand-ins for the Jetson tools (tegrastats, nvpmodel): records the power
+    mode without changing it, scores pairs for real (ONNX Runtime here), summarises the power log."""
+    pytest.importorskip("onnxruntime")
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     calls = tmp_path / "calls.txt"
@@ -82,37 +110,27 @@ def test_bench_sh_with_stand_in_tools(tmp_path):
          "trap 'exit 0' TERM\n"
          "for i in $(seq 0 59); do\n"
          f"  echo \"{line.replace('{s:02d}', '$(printf %02d $i)')}\"\n"
-         "  sleep 0.05\n"
+         "  sleep 0.02\n"
          "done\n")
     _exe(bin_ / "nvpmodel", f"#!/usr/bin/env bash\necho nvpmodel \"$@\" >> {calls}\n"
          "echo 'NV Power Mode: 15W'; echo 0\n")
-    _exe(bin_ / "rating-edge", "#!/usr/bin/env bash\n"
-         f"echo rating-edge \"$@\" >> {calls}\n"
-         "if [ \"$1\" = bench ]; then\n"
-         "  while [ $# -gt 0 ]; do if [ \"$1\" = --json ]; then out=$2; fi; shift; done\n"
-         "  sleep 0.6\n"
-         "  echo '{\"machine\": {}, \"results\": [{\"name\": \"stack-int8\", \"pairs_per_s\": 100.0, "
-         "\"p50_ms\": 10, \"p95_ms\": 11, \"p99_ms\": 12, \"ratio_to_naive\": 9.0}]}' > \"$out\"\n"
-         "fi\n")
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "model.json").write_text("{}")
+    _exe(bin_ / "rating-edge", f"#!/usr/bin/env bash\necho rating-edge \"$@\" >> {calls}\n")
+    pkg = _tiny_package(tmp_path / "pkg")
     out = tmp_path / "res"
-    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", PYTHON=sys.executable,
-               PYTHONPATH=str(ROOT))
-    r = subprocess.run([str(JET / "bench.sh"), str(pkg), "--iters", "200", "--out", str(out), "--interval", "1000"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    r = subprocess.run([str(JET / "bench.sh"), str(pkg), "--backend", "ort", "--iters", "50", "--out", str(out),
+                        "--interval", "1000"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     log = calls.read_text()
     assert "nvpmodel -q" in log and "nvpmodel -m" not in log  # recorded, never changed
-    assert f"rating-edge build {pkg} --precision int8" in log
-    assert "--backend trt --iters 200" in log
+    assert "rating-edge build" not in log  # no engine build for the ONNX Runtime backend
     assert "NV Power Mode: 15W" in (out / "machine.txt").read_text()
+    run = json.loads((out / "power-run.json").read_text())
+    assert run["pairs"] == 50 and run["seconds"] > 0 and run["backend"] == "ort"
     power = json.loads((out / "power.json").read_text())
     assert power["avg_power_w"] == pytest.approx(8.0) and power["power_source"] == "VDD_IN"
-    # 200 pairs at 100 pairs/s = 2 s of scoring at 8 W = 16 J -> 80 mJ per pair
-    assert power["energy_per_pair_j"] == pytest.approx(0.08)
-    assert "per scored pair 80.0 mJ" in r.stdout
+    assert power["energy_per_pair_j"] == pytest.approx(8.0 * run["seconds"] / 50)
+    assert "per scored pair" in r.stdout
 
 
 def test_bench_sh_rejects_bad_arguments(tmp_path):

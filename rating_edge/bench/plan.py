@@ -80,7 +80,7 @@ DEVICES: dict[str, Device] = {d.name: d for d in [
            "NVIDIA Jetson Xavier NX Data Sheet (DS-09693) and "
            "https://developer.nvidia.com/embedded/jetson-xavier-nx : 21 INT8 TOPS total (Volta, no sparsity: "
            "GPU ~13.5 + 2x NVDLA ~7.5); 384 CUDA cores + 48 tensor cores at 1.1 GHz; 128-bit LPDDR4x 59.7 GB/s"),
-    Device("igx-orin", "IGX Orin (integrated Orin GPU, no dGPU)", 4.9, 39.0, 78.0, 52.5, 26.0, 204.8, 64.0,
+    Device("igx-orin", "IGX Orin (integrated Orin GPU, no dGPU)", 4.9, 39.0, 78.0, 46.5, 23.0, 204.8, 64.0,
            "NVIDIA IGX Orin Developer Kit User Guide / https://www.nvidia.com/en-us/edge-computing/products/igx/ :"
            " 248 INT8 TOPS (sparse, iGPU ~157 + DLA ~91 at industrial clocks) -> ~78 + ~46 dense (GPU 1.185 GHz"
            " derived from the AGX Orin Industrial datasheet); 256-bit LPDDR5 204.8 GB/s. With the optional RTX A6000"

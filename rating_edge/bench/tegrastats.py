@@ -15,8 +15,11 @@ Total power: the module input rail where the module has one (VDD_IN; POM_5V_IN o
 sum of all reported rails except NC (AGX Xavier, AGX Orin: what jtop also reports as total). Carrier
 board, fan and display are outside every rail tegrastats sees.
 
-No torch, no third-party imports: this runs on the Jetson next to `bench.sh`.
+No torch: this runs on the Jetson next to `bench.sh`.
 `python -m rating_edge.bench.tegrastats summarize LOG --pairs N --seconds S [--json]`.
+`python -m rating_edge.bench.tegrastats measure PKG --backend trt --pairs N --json OUT` is the power run
+bench.sh samples: only the package, back to back at batch 1, so the watts tegrastats sees belong to it
+(`rating-edge bench` also runs the naive PyTorch baseline, which would mix its power in).
 """
 from __future__ import annotations
 
@@ -207,6 +210,35 @@ def format_summary(res: dict) -> str:
     return "\n".join(lines)
 
 
+def measure(package, backend: str = "trt", pairs: int = 1000, warmup: int = 10, variant: str | None = None,
+            seed: int = 0) -> dict:
+    """Score `pairs` random uint8 pairs back to back; returns the timed window (wall clock, for tegrastats)."""
+    import time
+
+    import numpy as np
+
+    from rating_edge.runtime.engines import make_runner
+
+    if pairs < 1:
+        raise ValueError("--pairs must be at least 1")
+    runner = make_runner(package, backend=backend, variant=variant)
+    with runner:
+        s = runner.spec.input_size
+        rng = np.random.default_rng(seed)
+        feed = {"gs": rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8),
+                "doppler": rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8)}
+        for _ in range(max(0, warmup)):
+            runner.infer(feed)
+        t_start = time.time()
+        p0 = time.perf_counter()
+        for _ in range(pairs):
+            runner.infer(feed)
+        seconds = time.perf_counter() - p0
+        t_end = time.time()
+    return {"package": str(package), "backend": backend, "variant": variant, "pairs": pairs, "seconds": seconds,
+            "pairs_per_s": pairs / seconds if seconds > 0 else None, "t_start": t_start, "t_end": t_end}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rating_edge.bench.tegrastats",
                                  description="Summarise a tegrastats log: average power, energy per scored pair.")
@@ -218,7 +250,27 @@ def main(argv=None) -> int:
     sm.add_argument("--interval-ms", type=float, default=None, help="tegrastats --interval used (default 1000)")
     sm.add_argument("--skip", type=int, default=0, help="drop the first N samples (engine loading, warm-up)")
     sm.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the summary as JSON")
+    ms = sub.add_parser("measure", help="score N pairs on a package back to back (the window to sample power in)")
+    ms.add_argument("package", type=Path)
+    ms.add_argument("--backend", default="trt", choices=["trt", "ort"])
+    ms.add_argument("--variant", default=None)
+    ms.add_argument("--pairs", type=int, default=1000)
+    ms.add_argument("--warmup", type=int, default=10)
+    ms.add_argument("--json", dest="json_out", type=Path, default=None)
     a = ap.parse_args(argv)
+    if a.cmd == "measure":
+        from rating_edge.errors import RatingEdgeError
+
+        try:
+            res = measure(a.package, a.backend, a.pairs, a.warmup, a.variant)
+        except (RatingEdgeError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{res['pairs']} pairs in {res['seconds']:.2f} s = {res['pairs_per_s']:.1f} pairs/s "
+              f"({a.backend}{', ' + a.variant if a.variant else ''})")
+        if a.json_out:
+            a.json_out.write_text(json.dumps(res, indent=2))
+        return 0
     if not a.log.is_file():
         print(f"error: {a.log}: no such log file", file=sys.stderr)
         return 2

@@ -1,0 +1,53 @@
+"""`rating-edge plan` on a real tiny `stack` export made by the exporter."""
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+export = pytest.importorskip("rating_edge.export")
+if not hasattr(export, "export_package"):
+    pytest.skip("exporter not in this build", allow_module_level=True)
+
+from rating_edge.bench.plan import count_package, plan  # noqa: E402
+from rating_edge.model.init import write_random_ensemble  # noqa: E402
+from rating_edge.spec import preset  # noqa: E402
+
+
+def resnet18_macs(width, size):
+    """Closed form for torchvision's ResNet-18 convs at `width` base channels on a size x size input."""
+    s = size
+    s = (s + 2 * 3 - 7) // 2 + 1          # conv1
+    macs = 3 * width * 49 * s * s
+    s = (s + 2 - 3) // 2 + 1              # maxpool
+    cin = width
+    for i, mult in enumerate((1, 2, 4, 8)):
+        c = width * mult
+        for blk in range(2):
+            stride = 2 if (i > 0 and blk == 0) else 1
+            s_out = (s + 2 - 3) // stride + 1
+            macs += cin * c * 9 * s_out * s_out + c * c * 9 * s_out * s_out
+            if stride != 1 or cin != c:
+                macs += cin * c * s_out * s_out
+            s, cin = s_out, c
+    return macs
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt") / "ens"
+    write_random_ensemble(d, preset("tiny"), 0, False)
+    return d
+
+
+def test_stack_export_counts_every_backbone(ckpt, tmp_path):
+    pkg = export.export_package(ckpt, tmp_path / "pkg", fuse="stack")
+    sp = preset("tiny")
+    c = count_package(pkg)
+    backbones = sp.folds * sp.seeds * sp.tasks * 3  # SH: F + G, VS: one, per network
+    conv = backbones * resnet18_macs(sp.width, sp.input_size)
+    # heads and Grad-CAM add a little on top of the convolutions, never less
+    assert conv <= c.macs <= conv * 1.05
+    res = plan(pkg, "orin-nano")
+    assert res["kind"] == "estimate" and res["strategy"] == "stack"
+    assert res["estimates"][0]["precision"] == "fp32"
+    assert all(r["fits_30fps"] for r in res["estimates"])  # tiny ensembles are cheap everywhere
+
