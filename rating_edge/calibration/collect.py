@@ -39,7 +39,7 @@ def collect_phantom(n: int, params: PreprocessParams, seed: int = 0):
     for i in range(n):
         sh, vs = GRADE_COMBOS[i % len(GRADE_COMBOS)]
         kind = ("cdus", "pdus")[(i // len(GRADE_COMBOS)) % 2]
-        pair = make_pair(rng, sh, vs, kind, None)
+        pair = make_pair(rng, sh, vs, kind)
         roi_gs, roi_dop = _roi_pair(getattr(pair, "roi", None))
         gs.append(prepare_gs(pair.gs, roi_gs, params))
         dop.append(prepare_doppler(pair.doppler, roi_dop, params))
@@ -58,4 +58,60 @@ def collect_dataset(data_dir, params: PreprocessParams, max_pairs: int | None = 
         keep = np.sort(balanced_order(labels, doppler_fraction(dop), seed)[:max_pairs])
         gs, dop, labels = gs[keep], dop[keep], labels[keep]
     source = {"kind": "dataset", "path": str(data_dir), "pairs_available": len(records)}
+    return gs, dop, labels, source
+
+
+def collect_source(spec: str, params: PreprocessParams, max_pairs: int = 1000, seed: int = 0,
+                   per_section: int = 40, max_frames: int = 100_000, profile=None):
+    """Pairs from a scanner video source through the runtime's own capture, layout detection and pairing.
+
+    The same `LayoutDetector` and `Pairer` as `rating-edge run` decide what a pair is, so calibration
+    sees exactly the crops the engine will see. Consecutive pairs of one section are near-duplicates,
+    so at most `per_section` are kept per section (spread over it), then the set is balanced over
+    Doppler content. Phantom sources carry their true grades; other sources are unlabelled.
+    """
+    from rating_edge.runtime.capture import open_source
+    from rating_edge.runtime.layout import LayoutDetector, Profile
+    from rating_edge.runtime.pairing import Pairer
+
+    profile = profile or Profile()
+    src = open_source(spec).open()
+    detector = LayoutDetector(profile, params.doppler)
+    pairer = Pairer(roi=profile.roi, doppler_params=params.doppler)
+    by_section: dict[int, list] = {}
+    frames = misses = 0
+    try:
+        while frames < max_frames:
+            img, meta = src.read()
+            if img is None:
+                misses += 1
+                if src.live and not (meta or {}).get("end") and misses < 300:
+                    continue
+                break
+            misses = 0
+            t = frames / (src.fps or 30.0)
+            pair, _ = pairer.update(frames, t, img, detector.detect(img))
+            frames += 1
+            if pair is None:
+                continue
+            grades = ((meta or {}).get("truth") or {}).get("grades")
+            lab = (grades["sh"], grades["vs"], grades["combined"]) if grades else (-1, -1, -1)
+            by_section.setdefault(pair.section, []).append((pair, lab))
+    finally:
+        src.close()
+    chosen = []
+    for items in by_section.values():
+        step = max(1, len(items) // per_section)
+        chosen.extend(items[::step][:per_section])
+    if not chosen:
+        raise CalibrationError(f"source {spec!r}: no GS/Doppler pairs found in {frames} frames (the runtime could "
+                               "not pair any Doppler frame with a GS frame of the same section)")
+    gs = np.stack([prepare_gs(p.gs_bgr, p.roi_gs, params) for p, _ in chosen])
+    dop = np.stack([prepare_doppler(p.doppler_bgr, p.roi_doppler, params) for p, _ in chosen])
+    labels = np.asarray([lab for _, lab in chosen], np.int64)
+    if len(chosen) > max_pairs:
+        keep = np.sort(balanced_order(labels, doppler_fraction(dop), seed)[:max_pairs])
+        gs, dop, labels = gs[keep], dop[keep], labels[keep]
+    source = {"kind": "video", "source": str(spec), "frames": frames, "sections": len(by_section),
+              "pairs_found": sum(len(v) for v in by_section.values())}
     return gs, dop, labels, source
