@@ -11,13 +11,13 @@ pytest.importorskip("onnxruntime")
 from rating_edge.errors import RatingEdgeError  # noqa: E402
 from rating_edge.export.distill import DistillConfig, Distiller, Frames, load_frames, phantom_frames, teacher_logodds  # noqa: E402
 from rating_edge.preprocess import PreprocessParams, normalize  # noqa: E402
-from rating_edge.spec import preset  # noqa: E402
+from rating_edge.spec import EnsembleSpec  # noqa: E402
 
-SPEC = preset("tiny")
+SPEC = EnsembleSpec(folds=2, width=4, input_size=32, hidden=8)  # tinier than "tiny": the CPU is shared
 PARAMS = PreprocessParams(input_size=SPEC.input_size)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """The test machine is shared; one intra-op thread is faster than two contended ones."""
     n = torch.get_num_threads()
@@ -109,7 +109,7 @@ def test_resume_refuses_another_run(teacher, frames, tmp_path):
 
 def test_distillation_increases_agreement(teacher, frames, tmp_path):
     tr, ho = frames
-    d = Distiller(teacher, tmp_path / "p", tr, DistillConfig(share_depth="layer4", epochs=6, batch=12, init="random"))
+    d = Distiller(teacher, tmp_path / "p", tr, DistillConfig(share_depth="layer4", epochs=6, batch=12, lr=3e-3, init="random"))
     target = teacher_logodds(d.teachers, SPEC, ho)
 
     def held_out():
