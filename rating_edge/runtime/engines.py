@@ -144,11 +144,26 @@ class OrtRunner(Runner):
         return out
 
 
+def choose_variant(package: Package, backend: str = "ort") -> str | None:
+    """The graph form that fits `backend`: an INT8 package runs its U8S8 graph on ONNX Runtime (the
+    TensorRT-style S8S8 Q/DQ graph is barely faster than FP32 on CPUs, DESIGN.md §4); TensorRT builds
+    its own engines from the Q/DQ graph, so it needs no variant here."""
+    variants = package.meta.get("variants", {})
+    if backend == "ort" and package.meta.get("precision") == "int8" and "int8-u8s8" in variants:
+        return "int8-u8s8"
+    return None
+
+
 def make_runner(package, backend: str = "ort", variant: str | None = None, **kw) -> Runner:
-    """A runner for `package` (path or Package) on `backend` ("ort" or "trt")."""
+    """A runner for `package` (path or Package) on `backend` ("ort" or "trt").
+
+    `variant` None picks the form that fits the backend (`choose_variant`); "default" forces the
+    package's main (FP32) graphs."""
     if not isinstance(package, Package):
         package = load_package(package)
     if backend == "ort":
+        if variant is None:
+            variant = choose_variant(package, backend)
         return OrtRunner(package, variant=variant, **kw)
     if backend == "trt":
         from rating_edge.runtime.trt_runner import TrtRunner  # lazy: TensorRT/CUDA only where installed

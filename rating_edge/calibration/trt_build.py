@@ -1,0 +1,152 @@
+"""`rating-edge build`: TensorRT engines on the target, for TensorRT 10 and 11.
+
+- TensorRT 10 (JetPack 6 ships 10.3): weakly typed network + builder flags; FP16 = FP16 flag on the
+  FP32 graph; INT8 = the package's Q/DQ graph ("int8-qdq") with the INT8 (and FP16, for the layers
+  left unquantized) flags. Implicit INT8 calibration is deprecated and never used.
+- TensorRT 11: strongly typed networks only (no FP16/INT8 flags): FP16 = an FP16 ONNX converted on the
+  host (`fp16.convert_fp16`), INT8 = the Q/DQ graph, FP32 = the FP32 graph.
+
+The engine record (GPU, compute capability, TensorRT version, precision, source ONNX and its hash)
+goes into model.json `engines`, which is what lets the runner refuse engines made elsewhere.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rating_edge.errors import PackageError, RatingEdgeError
+from rating_edge.package import load_package, write_model_json
+from rating_edge.runtime.trt_runner import machine_key, trt_major
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def build_plan(trt_version: str, precision: str, package_meta: dict) -> dict:
+    """How to build `precision` with this TensorRT: which graphs, strong typing, flags, FP16 conversion."""
+    if precision not in PRECISIONS:
+        raise RatingEdgeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    major = trt_major(trt_version)
+    if major < 10:
+        raise RatingEdgeError(f"TensorRT {trt_version} is too old: rating-edge needs TensorRT 10 or newer "
+                              "(JetPack 6 or later on Jetson)")
+    variant = None
+    if precision == "int8":
+        if "int8-qdq" not in package_meta.get("variants", {}):
+            raise PackageError("this package has no INT8 Q/DQ graph; make one with "
+                               "`rating-edge quantize PKG CALIB OUT` and build that package")
+        variant = "int8-qdq"
+    strongly = major >= 11
+    if strongly:
+        flags = []
+    else:
+        flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
+    return {"trt_major": major, "strongly_typed": strongly, "flags": flags, "variant": variant,
+            "convert_fp16": strongly and precision == "fp16"}
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s.lower()).strip("-")
+
+
+def engine_name(graph_file: str, precision: str, key: dict, dla_core: int | None) -> str:
+    stem = Path(graph_file).stem
+    dla = f"-dla{dla_core}" if dla_core is not None else ""
+    return (f"engines/{stem}-{precision}{dla}-{_slug(key['gpu'])}-sm{key['compute_capability'].replace('.', '')}"
+            f"-trt{key['trt_version']}.engine")
+
+
+def _profile_shapes(meta: dict, spec, max_batch: int) -> tuple:
+    s = spec.input_size
+    fixed = meta.get("batch", "dynamic")
+    if fixed != "dynamic":
+        b = int(fixed)
+        return (b, s, s, 3), (b, s, s, 3), (b, s, s, 3)
+    return (1, s, s, 3), (1, s, s, 3), (max(1, max_batch), s, s, 3)
+
+
+def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None, workspace_mb: int = 2048,
+                 timing_cache=None, max_batch: int = 1, cuda: str | None = None, log=print) -> dict:
+    """Build engines for every graph of the package at `precision`; returns the first engine record."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise RatingEdgeError("TensorRT is not installed: pip install 'rating-edge[tensorrt]' (on Jetson it "
+                              "comes with JetPack); build the engine on the target device") from None
+    from rating_edge.calibration.fp16 import convert_fp16
+    from rating_edge.runtime.cuda_buffers import get_backend
+
+    pkg = load_package(pkg_path)
+    plan = build_plan(trt.__version__, precision, pkg.meta)
+    info = get_backend(cuda).device_info(0)
+    key = machine_key(info["gpu"], info["compute_capability"], trt.__version__)
+    graphs = pkg.graphs(plan["variant"])
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
+    new_records, extra_files = [], []
+    for rec in graphs:
+        onnx_rel = rec["file"]
+        onnx_path = pkg.file(onnx_rel)
+        if plan["convert_fp16"]:
+            fp16_rel = f"engines/fp16/{Path(onnx_rel).name}"
+            log(f"converting {onnx_rel} to FP16 for TensorRT {trt.__version__}'s strongly typed network")
+            convert_fp16(onnx_path, pkg.file(fp16_rel))
+            extra_files += [str(p.relative_to(pkg.path)) for p in pkg.file(fp16_rel).parent.iterdir() if p.is_file()]
+            onnx_path = pkg.file(fp16_rel)
+        flags = 0
+        if plan["strongly_typed"]:
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise PackageError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:500]}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        for f in plan["flags"]:
+            config.set_flag(getattr(trt.BuilderFlag, f))
+        if dla_core is not None:
+            if builder.num_DLA_cores <= dla_core:
+                raise RatingEdgeError(f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = int(dla_core)
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # grouped convs, Grad-CAM ops etc. run on the GPU
+        profile = builder.create_optimization_profile()
+        mn, opt, mx = _profile_shapes(pkg.meta, pkg.spec, max_batch)
+        for i in range(network.num_inputs):
+            profile.set_shape(network.get_input(i).name, mn, opt, mx)
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        t0 = time.perf_counter()
+        log(f"building {precision} engine for {onnx_rel} on {key['gpu']} (TensorRT {key['trt_version']}, "
+            f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])})")
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RatingEdgeError(f"TensorRT failed to build an engine for {onnx_rel} (see the TensorRT log above)")
+        cache_bytes = bytes(config.get_timing_cache().serialize())
+        rel = engine_name(onnx_rel, precision, key, dla_core)
+        pkg.file(rel).parent.mkdir(parents=True, exist_ok=True)
+        pkg.file(rel).write_bytes(bytes(serialized))
+        new_records.append({
+            "file": rel, **key, "precision": precision, "kind": rec.get("kind", "fused"),
+            **({"network": rec["network"]} if "network" in rec else {}),
+            "onnx": onnx_rel, "onnx_sha256": pkg.meta["artifacts"][onnx_rel]["sha256"],
+            "variant": plan["variant"] or "default", "strongly_typed": plan["strongly_typed"],
+            "trt_flags": plan["flags"], "dla_core": dla_core, "workspace_mb": workspace_mb,
+            "max_batch": mx[0], "build_s": round(time.perf_counter() - t0, 1),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+    if timing_cache:
+        Path(timing_cache).write_bytes(cache_bytes)
+    # Replace earlier engines of the same precision for this machine; keep the others (other GPUs).
+    same = {(r["precision"], r["gpu"], r["compute_capability"], r["trt_version"], r.get("dla_core"))
+            for r in new_records}
+    kept = [e for e in pkg.meta.get("engines", [])
+            if (e.get("precision"), e.get("gpu"), str(e.get("compute_capability")), e.get("trt_version"),
+                e.get("dla_core")) not in same]
+    meta = dict(pkg.meta)
+    meta["engines"] = kept + new_records
+    meta["artifacts"] = {k: v for k, v in meta["artifacts"].items() if (pkg.path / k).is_file()}
+    write_model_json(pkg.path, meta, extra_files + [r["file"] for r in new_records])
+    return new_records[0]
