@@ -153,6 +153,14 @@ def test_frames_sources(tmp_path):
     fr = load_frames(str(tmp_path), PARAMS)
     assert isinstance(fr, Frames) and len(fr) == 2 and fr.source["kind"] == "dataset"
     assert fr.labels.tolist() == [[1, 0, 1], [2, 2, 2]]
+    # saved frames load back identically (same data hash)
+    from rating_edge.export.distill import save_frames
+
+    p = save_frames(tmp_path / "frames", fr)
+    again = load_frames(str(p), PARAMS)
+    assert p.suffix == ".npz" and again.sha256 == fr.sha256 and again.labels.tolist() == fr.labels.tolist()
+    with pytest.raises(RatingEdgeError, match="expected shape"):
+        load_frames(str(p), PreprocessParams(input_size=64))
 
 
 def test_cli(teacher, tmp_path):

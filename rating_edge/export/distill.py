@@ -84,6 +84,8 @@ def load_frames(source: str, params: PreprocessParams, seed: int = 0) -> Frames:
             raise RatingEdgeError(f"frames {source!r}: need at least 2 pairs")
         return phantom_frames(n, params, seed)
     p = Path(source)
+    if p.suffix == ".npz" and p.is_file():
+        return npz_frames(p, params)
     if (p / "calib.json").is_file():
         from rating_edge.calibration.calibset import load_calib
 
@@ -94,8 +96,34 @@ def load_frames(source: str, params: PreprocessParams, seed: int = 0) -> Frames:
 
         gs, dop, labels, _ = load_arrays(p, params)
         return Frames(gs, dop, labels, {"kind": "dataset", "path": str(p)})
-    raise RatingEdgeError(f"frames {source!r}: not phantom:N, a dataset folder (labels.csv) or a calibration set "
-                          "(calib.json)")
+    raise RatingEdgeError(f"frames {source!r}: not phantom:N, a dataset folder (labels.csv), a calibration set "
+                          "(calib.json) or an .npz of preprocessed pairs")
+
+
+def npz_frames(path, params: PreprocessParams) -> Frames:
+    """Preprocessed pairs saved with `save_frames` (uint8 RGB `gs`, `doppler`, optional `labels`)."""
+    from rating_edge.preprocess import check_batch
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            gs, dop = z["gs"], z["doppler"]
+            labels = z["labels"] if "labels" in z else np.full((len(gs), 3), -1, np.int64)
+    except (OSError, KeyError, ValueError) as e:
+        raise RatingEdgeError(f"{path}: not an .npz of preprocessed pairs with arrays gs and doppler ({e})") from None
+    check_batch(gs, params.input_size, f"{path}: gs")
+    check_batch(dop, params.input_size, f"{path}: doppler")
+    if len(gs) != len(dop) or labels.shape != (len(gs), 3):
+        raise RatingEdgeError(f"{path}: gs, doppler and labels hold different numbers of pairs")
+    return Frames(gs, dop, labels.astype(np.int64), {"kind": "npz", "path": str(path)})
+
+
+def save_frames(path, frames: Frames) -> Path:
+    """Keep prepared frames (e.g. a large phantom draw) so several distillations can reuse them."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    np.savez(path, gs=frames.gs, doppler=frames.doppler, labels=frames.labels)
+    return path
 
 
 def _teacher_params(manifest: dict, spec) -> PreprocessParams:

@@ -21,7 +21,8 @@ def _progress():
 
 def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str = "phantom:1024", epochs: int = 20,
                 branches: str = "module", batch: int = 32, lr: float = 1e-3, seed: int = 0, init: str = "teacher",
-                holdout: str = "phantom:200", restart: bool = False) -> dict:
+                holdout: str = "phantom:200", restart: bool = False, threads: int = 0,
+                save_frames: Path | None = None) -> dict:
     """The whole command as a function (tests and scripts call it): returns the package's fusion record."""
     import numpy as np
 
@@ -30,6 +31,10 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
     from rating_edge.model.reference import ReferenceEnsemble
     from rating_edge.package import load_package
 
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
     if epochs < 0:
         raise RatingEdgeError("--epochs must be 0 or more")
     if batch < 2:
@@ -38,6 +43,10 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
     params = _teacher_params(manifest, manifest["spec_obj"])
     with console.status(f"preparing distillation frames ({frames})"):
         fr = load_frames(frames, params, seed)
+    if save_frames is not None:
+        from rating_edge.export.distill import save_frames as _save
+
+        console.print(f"saved the frames to {_save(save_frames, fr)}")
     cfg = DistillConfig(share_depth=share_depth, branches=branches, epochs=epochs, batch=batch, lr=lr, seed=seed,
                         init=init)
     d = Distiller(ckpt, out, fr, cfg, restart=restart, console=console)
@@ -95,6 +104,9 @@ def register(app: typer.Typer) -> None:
         init: str = typer.Option("teacher", help="teacher (start from teacher weights) or random."),
         holdout: str = typer.Option("phantom:200", help="Held-out frames for the agreement check, or none."),
         restart: bool = typer.Option(False, "--restart", help="Discard an unfinished run in OUT_PKG and start over."),
+        threads: int = typer.Option(0, help="PyTorch threads (0 = its default; 1 is faster on a busy machine)."),
+        save_frames: Path = typer.Option(None, "--save-frames", help="Also save the prepared frames as .npz for reuse."),
     ):
         """Distil the ensemble into a shared-backbone student (fusion strategy "distill") and package it."""
-        run_distill(ckpt, out_pkg, share_depth, frames, epochs, branches, batch, lr, seed, init, holdout, restart)
+        run_distill(ckpt, out_pkg, share_depth, frames, epochs, branches, batch, lr, seed, init, holdout, restart,
+                    threads, save_frames)
