@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
-from onnx.external_data_helper import set_external_data
 
 from rating_edge.errors import RatingEdgeError
 
@@ -57,8 +56,10 @@ class GraphBuilder:
                 self._data.write(b"\0" * pad)
             offset = self._data.tell()
             self._data.write(arr.tobytes())
-            set_external_data(t, self.data_path.name, offset, arr.nbytes)
             t.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", self.data_path.name), ("offset", str(offset)), ("length", str(arr.nbytes))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
         else:
             t.raw_data = arr.tobytes()
         self.weight_bytes += arr.nbytes

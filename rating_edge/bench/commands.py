@@ -1,0 +1,100 @@
+"""`rating-edge bench`: naive PyTorch vs `none` vs the packages under test, batch 1, one run."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from rating_edge.errors import RatingEdgeError
+
+console = Console(stderr=True)
+
+
+def naive_candidate(reference, feed, threads: int):
+    from rating_edge.bench.core import Candidate
+
+    def setup():
+        import torch
+
+        from rating_edge.model.reference import load_ensemble
+
+        torch.set_num_threads(threads)
+        ref = load_ensemble(reference)
+        return (lambda: ref.predict_probs(feed["gs"], feed["doppler"])), (lambda: ref.models.clear())
+
+    return Candidate("naive", setup)
+
+
+def package_candidates(pkg, feed, name: str | None = None) -> list:
+    """One row per graph set of a package: its default graphs and each of its `variants`."""
+    from rating_edge.bench.core import Candidate
+    from rating_edge.package import load_package
+    from rating_edge.runtime.engines import make_runner
+
+    package = load_package(pkg)
+    base = name or f"{package.strategy}:{Path(pkg).name}"
+    out = []
+    for variant in [None] + sorted(package.meta.get("variants", {})):
+        def setup(v=variant):
+            runner = make_runner(package, variant=v).activate()
+            return (lambda: runner.infer(feed)), runner.deactivate
+
+        out.append(Candidate(base if variant is None else f"{base}[{variant}]", setup))
+    return out
+
+
+def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir: Path, log) -> list:
+    """naive, none, then each package. A future `--runtime` option appends its Candidate here."""
+    from rating_edge.package import load_package
+
+    cands = [naive_candidate(reference, feed, threads)]
+    if none_pkg is None:
+        from rating_edge.export.exporter import export_package
+
+        log("exporting a temporary `none` package from the reference (use --none to reuse one)")
+        none_pkg = export_package(reference, workdir / "none", fuse="none")
+    elif load_package(none_pkg).strategy != "none":
+        raise RatingEdgeError(f"--none {none_pkg}: that package's strategy is {load_package(none_pkg).strategy!r}, not 'none'")
+    cands += package_candidates(none_pkg, feed, name="none")
+    for p in packages:
+        cands += package_candidates(p, feed)
+    return cands
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench_cmd(
+        packages: list[Path] = typer.Argument(None, help="Model packages to measure."),
+        reference: Path = typer.Option(..., "--reference", help="Reference checkpoint (the naive baseline)."),
+        none_pkg: Path = typer.Option(None, "--none", help="A `none` package (default: exported to a temp folder)."),
+        iters: int = typer.Option(20, help="Timed pairs per row."),
+        warmup: int = typer.Option(3, help="Untimed pairs per row first."),
+        json_out: Path = typer.Option(None, "--json", help="Write {machine, results} here."),
+        seed: int = typer.Option(0, help="Seed of the random pair used."),
+    ):
+        """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
+        from rating_edge.bench.core import render_table, run_bench
+        from rating_edge.export.inputs import random_pairs
+        from rating_edge.model.checkpoint import read_manifest
+        from rating_edge.package import load_package
+        from rating_edge.runtime.engines import default_threads
+
+        if iters < 1 or warmup < 0:
+            raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
+        spec = read_manifest(reference)["spec_obj"]
+        for p in packages or []:
+            if load_package(p).spec != spec:
+                raise RatingEdgeError(f"{p}: package spec {load_package(p).spec} differs from the reference's {spec}")
+        gs, dop = random_pairs(1, spec.input_size, seed)
+        feed = {"gs": gs, "doppler": dop}
+        threads = default_threads()
+        with tempfile.TemporaryDirectory(prefix="rating-edge-bench-") as d:
+            cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print)
+            report = run_bench(cands, iters, warmup, log=console.print, threads=threads)
+        console.print(render_table(report))
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=2))
+            console.print(f"wrote {json_out}")
