@@ -56,9 +56,29 @@ class DemoSettings:
     bench_iters: int = 20
 
     def key(self) -> str:
-        """Cache key: toolkit version + settings (a changed setting or version never reuses stale results)."""
-        blob = json.dumps({"version": __version__, "settings": asdict(self)}, sort_keys=True)
+        """Cache key: toolkit version + settings + the source of the stages that make cached products, so
+        neither a changed setting nor a `git pull` that changes the phantom, training or export ever
+        reuses stale results."""
+        blob = json.dumps({"version": __version__, "settings": asdict(self), "code": code_fingerprint()},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Modules whose code shapes the cached products (data, checkpoint, packages, calibration, video).
+CACHED_CODE = ("phantom", "train", "model", "export", "calibration", "preprocess.py", "spec.py", "package.py",
+               "dataset.py", "heatmap.py")
+
+
+def code_fingerprint() -> str:
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in CACHED_CODE:
+        p = root / name
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []
+        for f in files:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class StageError(RuntimeError):

@@ -16,7 +16,15 @@ def test_cache_key_depends_on_settings_and_version(monkeypatch):
     assert DemoSettings(gate=0.99).key() != a.key()
     k = a.key()
     monkeypatch.setattr(demo_mod, "__version__", "9.9.9")
-    assert a.key() != k
+    k2 = a.key()
+    assert k2 != k
+    monkeypatch.setattr(demo_mod, "code_fingerprint", lambda: "other code")
+    assert a.key() not in (k, k2)
+
+
+def test_code_fingerprint_covers_the_cached_stages():
+    fp = demo_mod.code_fingerprint()
+    assert len(fp) == 16 and fp == demo_mod.code_fingerprint()
 
 
 def test_missing_stage_names_the_stage(tmp_path):

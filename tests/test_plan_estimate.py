@@ -186,3 +186,12 @@ def test_cli_json_and_table(tmp_path, resnet_pkg):
     assert "Xavier NX" in res["device"]["source"]
     r = runner.invoke(app, ["plan", str(d), "--device", "nope"])
     assert r.exit_code != 0
+
+
+def test_cli_preset_structure_without_package():
+    r = CliRunner().invoke(app, ["plan", "--preset", "tiny", "--device", "agx-orin", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{"):])
+    assert res["kind"] == "estimate" and res["package"] == "structure:90-backbones"
+    r = CliRunner().invoke(app, ["plan", "--device", "agx-orin"])
+    assert r.exit_code != 0

@@ -7,7 +7,7 @@ export = pytest.importorskip("rating_edge.export")
 if not hasattr(export, "export_package"):
     pytest.skip("exporter not in this build", allow_module_level=True)
 
-from rating_edge.bench.plan import count_package, plan  # noqa: E402
+from rating_edge.bench.plan import count_package, count_structure, plan  # noqa: E402
 from rating_edge.model.init import write_random_ensemble  # noqa: E402
 from rating_edge.spec import preset  # noqa: E402
 
@@ -51,3 +51,11 @@ def test_stack_export_counts_every_backbone(ckpt, tmp_path):
     assert res["estimates"][0]["precision"] == "fp32"
     assert all(r["fits_30fps"] for r in res["estimates"])  # tiny ensembles are cheap everywhere
 
+
+
+def test_structure_count_matches_the_real_stack_export(ckpt, tmp_path):
+    """`plan --preset` (no package) counts what the exporter's stack graph really computes."""
+    real = count_package(export.export_package(ckpt, tmp_path / "pkg", fuse="stack"))
+    est = count_structure(preset("tiny"))
+    assert est.macs == pytest.approx(real.macs, rel=0.03)
+    assert est.params == pytest.approx(real.params, rel=0.03)

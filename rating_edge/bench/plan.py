@@ -279,6 +279,48 @@ def count_package(path, variant: str | None = None) -> PackageCount:
     return PackageCount(str(pkg.path), pkg.strategy, precision, graphs)
 
 
+def count_structure(spec, backbones: int | None = None, strategy: str = "stack") -> PackageCount:
+    """Counts for an ensemble *structure* without a package: one ResNet-18 at the spec's width and input
+    size is exported and counted (torch needed), then taken `backbones` times, plus the heads.
+
+    Why: the paper preset's package holds ~1 G parameters (4 GB), too big to export just to ask whether a
+    device is fast enough. The `stack` graph computes exactly these convolutions (fused, not fewer);
+    the heads (SH MLP, VS fc) are added in closed form; Grad-CAM adds well under 1% and is left out.
+    `backbones`: default the exact ensemble's (folds*tasks*seeds*(2 SH + 1 VS) = 90 in the paper),
+    2 for the shared-backbone student, fewer for deduplicated checkpoints.
+    """
+    import tempfile
+
+    try:
+        import torch
+
+        from rating_edge.model.resnet import ResNet18
+    except ImportError as e:  # pragma: no cover - install issue
+        raise RatingEdgeError("`rating-edge plan --preset` needs torch: pip install 'rating-edge[export]'") from e
+    nets = spec.folds * spec.tasks * spec.seeds           # networks per module
+    n = int(backbones if backbones is not None else 3 * nets)
+    if n < 1:
+        raise RatingEdgeError("--backbones must be at least 1")
+    with tempfile.TemporaryDirectory() as td:
+        f = Path(td) / "resnet18.onnx"
+        m = ResNet18(2, spec.width).eval()
+        m.fc = torch.nn.Identity()  # heads are counted below
+        torch.onnx.export(m, torch.zeros(1, 3, spec.input_size, spec.input_size), str(f), input_names=["x"],
+                          output_names=["y"], dynamo=False)
+        one = count_graph(f)
+    d, h = spec.feature_dim, spec.hidden
+    head_macs = nets * (2 * d * h + h * 2) + nets * (d * 2)        # SH MLPs + VS fc layers
+    head_params = nets * (2 * d * h + h + h * 2 + 2) + nets * (d * 2 + 2)
+    g = GraphCount(file=f"{n} x resnet18(width={spec.width}, {spec.input_size}px) + heads",
+                   macs=n * one.macs + head_macs, params=n * one.params + head_params,
+                   # `stack`: one fused chain per input stream (grouped convs), heads as a few batched
+                   # MatMuls; other strategies launch every backbone's layers and every head separately
+                   mac_layers=(min(n, 2) * one.mac_layers + 4) if strategy == "stack" else n * one.mac_layers + 3 * nets,
+                   act_elems=n * one.act_elems + nets * (h + 2) + nets * 2,
+                   input_bytes=2 * spec.input_size * spec.input_size * 3)
+    return PackageCount(f"structure:{n}-backbones", strategy, "fp32", [g])
+
+
 def _peak_ops(dev: Device, precision: str, dla: bool) -> float:
     """Dense ops/s (a MAC = 2 ops) for the precision; the DLA adds only where asked (it runs INT8/FP16)."""
     if precision == "fp32":
@@ -321,9 +363,12 @@ def estimate(count: PackageCount, device: str, precision: str, *, dla: bool = Fa
 
 def plan(path, device: str, precisions: list[str] | None = None, *, variant: str | None = None,
          dla: bool = False, compute_eff: float = COMPUTE_EFF, memory_eff: float = MEMORY_EFF,
-         launch_us: float = LAUNCH_US) -> dict:
-    """Everything `rating-edge plan` prints, as a JSON-able dict."""
-    count = count_package(path, variant)
+         launch_us: float = LAUNCH_US, count: PackageCount | None = None) -> dict:
+    """Everything `rating-edge plan` prints, as a JSON-able dict (for a package, or a given `count`)."""
+    if device not in DEVICES:
+        raise RatingEdgeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if count is None:
+        count = count_package(path, variant)
     if precisions is None:
         # The package's own precision first; an FP32 package would be built as FP16 on a GPU too.
         precisions = [count.precision] if count.precision in BYTES else ["fp32"]

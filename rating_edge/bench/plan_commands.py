@@ -13,7 +13,7 @@ from rating_edge.errors import RatingEdgeError
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_cmd(
-        package: Path = typer.Argument(..., help="Model package folder (with model.json)."),
+        package: Optional[Path] = typer.Argument(None, help="Model package folder (with model.json)."),
         device: str = typer.Option(..., "--device", help="orin-nano | orin-nx | agx-orin | xavier-nx | igx-orin | h200"),
         precision: Optional[List[str]] = typer.Option(None, "--precision",
                                                       help="fp32|fp16|int8 (repeatable); default: the package's, fp16, int8."),
@@ -22,15 +22,26 @@ def register(app: typer.Typer) -> None:
         compute_eff: float = typer.Option(0.40, help="Assumed fraction of dense compute peak reached at batch 1."),
         memory_eff: float = typer.Option(0.70, help="Assumed fraction of nominal memory bandwidth sustained."),
         launch_us: float = typer.Option(3.0, help="Assumed per-layer launch cost in microseconds."),
+        preset: Optional[str] = typer.Option(None, help="No package: estimate the paper|tiny ensemble structure "
+                                             "(one ResNet-18 counted, x --backbones, + heads; needs torch)."),
+        backbones: Optional[int] = typer.Option(None, help="With --preset: backbones per pair (default: all "
+                                                "of the exact ensemble, 90 in the paper; 2 = shared-backbone student)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the estimate as JSON here ('-' = stdout only)."),
     ):
         """ESTIMATE per-pair latency on a device from the package's counted MACs and bytes (roofline)."""
-        from rating_edge.bench.plan import DEVICES, plan
+        from rating_edge.bench.plan import DEVICES, count_structure, plan
 
         if device not in DEVICES:
             raise RatingEdgeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        if (package is None) == (preset is None):
+            raise RatingEdgeError("give a package folder, or --preset paper|tiny for the ensemble structure")
+        count = None
+        if preset is not None:
+            from rating_edge.spec import preset as get_preset
+
+            count = count_structure(get_preset(preset), backbones)
         res = plan(package, device, list(precision) if precision else None, variant=variant, dla=dla,
-                   compute_eff=compute_eff, memory_eff=memory_eff, launch_us=launch_us)
+                   compute_eff=compute_eff, memory_eff=memory_eff, launch_us=launch_us, count=count)
         if json_out is not None and str(json_out) == "-":
             print(json.dumps(res, indent=2))
             return
