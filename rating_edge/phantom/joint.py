@@ -77,7 +77,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     return Anatomy(skin_y=skin, tendon_top=tendon_top, tendon_thick=thick, bone_top=bone_top,
                    top_offset=rng.uniform(-6, 6), gap_x=rng.uniform(150, 172), gap_half=rng.uniform(5, 9),
                    recess_depth=rng.uniform(22, 30), head_width=rng.uniform(34, 48), base_width=rng.uniform(14, 24),
-                   tendon_sag=rng.uniform(0, 5), subcut_level=rng.uniform(0.26, 0.36),
+                   tendon_sag=rng.uniform(0, 5), subcut_level=rng.uniform(0.22, 0.32),
                    tendon_level=rng.uniform(1.0, 1.3), fat_level=rng.uniform(0.45, 0.6), septa=int(rng.integers(1, 5)))
 
 
@@ -123,9 +123,17 @@ def _check_size(size) -> tuple[int, int]:
 
 
 def _smooth_noise(rng, shape, sx, sy=None):
-    """Zero-mean, unit-std smooth random field."""
-    n = rng.standard_normal(shape).astype(np.float32)
-    n = cv2.GaussianBlur(n, (0, 0), sigmaX=max(sx, 0.3), sigmaY=max(sy if sy is not None else sx, 0.3))
+    """Zero-mean, unit-std smooth random field (coarse axes drawn at low resolution, then upsampled)."""
+    sy = sx if sy is None else sy
+    H, W = shape
+    fx, fy = max(1, int(sx / 2)), max(1, int(sy / 2))
+    h = H if fy == 1 else -(-H // fy) + 2
+    w = W if fx == 1 else -(-W // fx) + 2
+    n = rng.standard_normal((h, w), dtype=np.float32)
+    n = cv2.GaussianBlur(n, (0, 0), sigmaX=max(sx / fx, 0.3), sigmaY=max(sy / fy, 0.3))
+    if fx > 1 or fy > 1:
+        n = cv2.resize(n, (w * fx, h * fy), interpolation=cv2.INTER_LINEAR)
+        n = n[(fy if fy > 1 else 0):, (fx if fx > 1 else 0):][:H, :W]
     s = float(n.std())
     return n / s if s > 0 else n
 
@@ -206,8 +214,8 @@ def _geometry(an: Anatomy, sh: int, rng, H: int, W: int):
 def _speckle(rng, amp, ky, kx):
     """Complex scatterers of amplitude `amp` blurred by an anisotropic PSF -> Rayleigh envelope."""
     H, W = amp.shape
-    z1 = rng.standard_normal((H, W)).astype(np.float32) * amp
-    z2 = rng.standard_normal((H, W)).astype(np.float32) * amp
+    z1 = rng.standard_normal((H, W), dtype=np.float32) * amp
+    z2 = rng.standard_normal((H, W), dtype=np.float32) * amp
     sx, sy = 1.2 * kx, 0.7 * ky
     z1 = cv2.GaussianBlur(z1, (0, 0), sigmaX=sx, sigmaY=sy)
     z2 = cv2.GaussianBlur(z2, (0, 0), sigmaX=sx, sigmaY=sy)
@@ -236,7 +244,7 @@ def _render_gs(rng, an: Anatomy, g: dict, H: int, W: int):
         sep = (np.abs(yy - yl[None]) < 0.7) & (rng.random((1, W)) < 0.9)
         refl = np.where(sep, refl * 2.2, refl)
     tendon = (yy >= t_top) & (yy < t_bot)
-    fib = 0.55 + 0.45 * np.clip(_smooth_noise(rng, (H, W), 14 * kx, 0.6 * ky), -2, 2)
+    fib = np.clip(0.85 + 0.35 * _smooth_noise(rng, (H, W), 14 * kx, 0.6 * ky), 0.15, 1.6)
     refl = np.where(tendon, an.tendon_level * fib, refl)
     # paratenon: thin bright borders of the tendon
     refl = np.where((np.abs(yy - t_top) < 0.8) | (np.abs(yy - t_bot) < 0.8), an.tendon_level * 1.5, refl)
@@ -342,7 +350,9 @@ def _signal(rng, synovium: np.ndarray, vs: int, ky: float, kx: float) -> np.ndar
     # confluent: a smooth field biased toward one or two seed points, thresholded at the target quantile
     ys, xs = np.nonzero(synovium)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    field = 0.6 * _smooth_noise(rng, (H, W), 5 * k)
+    # vessel-like texture: ridges (zero crossings) of a smooth field form a branching network
+    ridge = 1 - np.minimum(np.abs(_smooth_noise(rng, (H, W), 3.5 * k)), 2) / 2
+    field = 0.5 * ridge + 0.3 * _smooth_noise(rng, (H, W), 8 * k)
     for _ in range(1 if vs == 2 else 2):
         j = rng.integers(len(ys))
         s = np.sqrt(area / np.pi) * (0.8 if vs == 2 else 1.4)
@@ -398,7 +408,7 @@ def _colourise(rng, gray: np.ndarray, sig: np.ndarray, kind: str, ky: float, kx:
     mod = np.clip(0.75 + 0.25 * _smooth_noise(rng, sig.shape, 4 * k), 0.3, 1.0)
     m = np.clip(core * mod, 0, 1)[sig]
     if kind == "cdus":
-        direction = _smooth_noise(rng, sig.shape, 10 * k)[sig] + rng.uniform(-0.6, 0.6)
+        direction = _smooth_noise(rng, sig.shape, 6 * k)[sig] + rng.uniform(-0.5, 0.5)
         main = 140 + 115 * m                 # red (toward the probe) or blue (away)
         sub = 0.5 * main * m * m             # aliasing tint toward yellow / cyan at high velocity
         b = np.where(direction < 0, main, 0)
