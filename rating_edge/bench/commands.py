@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def register(app: typer.Typer) -> None:
         warmup: int = typer.Option(3, help="Untimed pairs per row first."),
         json_out: Path = typer.Option(None, "--json", help="Write {machine, results} here."),
         seed: int = typer.Option(0, help="Seed of the random pair used."),
+        threads: int = typer.Option(None, help="Threads for every row (PyTorch and ONNX Runtime); default: all cores."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
         from rating_edge.bench.core import render_table, run_bench
@@ -90,6 +92,10 @@ def register(app: typer.Typer) -> None:
                 raise RatingEdgeError(f"{p}: package spec {load_package(p).spec} differs from the reference's {spec}")
         gs, dop = random_pairs(1, spec.input_size, seed)
         feed = {"gs": gs, "doppler": dop}
+        if threads is not None:
+            if threads < 1:
+                raise RatingEdgeError("--threads must be at least 1")
+            os.environ["RATING_EDGE_THREADS"] = str(threads)  # read by every OrtRunner made below
         threads = default_threads()
         with tempfile.TemporaryDirectory(prefix="rating-edge-bench-") as d:
             cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print)
