@@ -18,7 +18,7 @@ def test_explain_writes_overlay_png(tmp_path, capsys):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        spec = EnsembleSpec(folds=2, width=8, input_size=32, hidden=8)
+        spec = EnsembleSpec(folds=1, width=8, input_size=32, hidden=8)
         write_random_ensemble(tmp_path / "ck", spec, seed=2)
         rng = np.random.default_rng(0)
         gs = rng.integers(0, 256, (32, 32, 3), np.uint8)
@@ -41,7 +41,7 @@ def test_explain_writes_overlay_png(tmp_path, capsys):
         cv2.imwrite(str(tmp_path / "d.png"), dop[:, :, ::-1])
         out = tmp_path / "x.png"
         assert main(["explain", str(tmp_path / "ck"), "--gs", str(tmp_path / "g.png"), "--doppler",
-                     str(tmp_path / "d.png"), "--out", str(out), "--steps", "3", "--samples", "1"]) == 0
+                     str(tmp_path / "d.png"), "--out", str(out), "--steps", "2", "--samples", "1"]) == 0
         img = cv2.imread(str(out))
         assert img.shape == (32, 68, 3)
         assert main(["explain", str(tmp_path / "ck"), "--gs", str(tmp_path / "missing.png"), "--doppler",

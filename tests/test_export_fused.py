@@ -111,16 +111,17 @@ def test_dedup_shrinks_the_graph(ckpts, tmp_path):
 
 
 def test_chunking_does_not_change_outputs(ckpts, references, tmp_path):
-    gs, dop, ref = references["tiny"]
+    gs, dop, ref = references["shared"]
     outs = {}
-    for chunk in (None, 1, 4):
-        pkg = export_package(ckpts["tiny"], tmp_path / f"c{chunk}", fuse="stack", chunk=chunk)
+    for chunk in (None, 1, 5):
+        # without dedup: 12 GS + 24 Doppler backbones, so every chunk size really splits the stacks
+        pkg = export_package(ckpts["shared"], tmp_path / f"c{chunk}", fuse="stack", chunk=chunk, dedup=False)
         stacks = load_package(pkg).meta["fusion"]["stacks"]
-        assert len(stacks) == {None: 2, 1: 90, 4: 8 + 15}[chunk]
-        assert all(len(s["members"]) <= (chunk or 60) for s in stacks)
+        assert len(stacks) == {None: 2, 1: 36, 5: 3 + 5}[chunk]
+        assert all(len(s["members"]) <= (chunk or 24) for s in stacks)
         outs[chunk] = _run(pkg, gs, dop)
         _assert_matches(outs[chunk], ref)
-    for chunk in (1, 4):
+    for chunk in (1, 5):
         for k in outs[None]:
             np.testing.assert_allclose(outs[chunk][k], outs[None][k], atol=1e-5, rtol=0)
 

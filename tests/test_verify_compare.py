@@ -79,7 +79,7 @@ def test_verify_cli_on_phantom_pairs(tmp_path, capsys, monkeypatch):
     torch.set_num_threads(1)
     try:
         ck = tmp_path / "ck"
-        write_random_ensemble(ck, EnsembleSpec(folds=2, width=8, input_size=32, hidden=16), seed=5)
+        write_random_ensemble(ck, EnsembleSpec(folds=1, width=8, input_size=32, hidden=16), seed=5)
         pkg = export_package(ck, tmp_path / "pkg", fuse="stack", chunk=2)
         js = tmp_path / "v.json"
         assert main(["verify", str(pkg), "--reference", str(ck), "--phantom", "3", "--json", str(js)]) == 0
