@@ -25,7 +25,8 @@ def test_dataset_is_readable_and_consistent(tmp_path):
         assert r.gs_roi == r.doppler_roi and r.gs_roi is not None
         d = cv2.imread(str(out / r.doppler_file))
         g = cv2.imread(str(out / r.gs_file))
-        assert d.shape == g.shape
+        assert d.shape == g.shape and (g[:, :, 0] == g[:, :, 2]).all()
+        assert not doppler_mask(g).any()
         assert doppler_mask(d).any() == (r.vs > 0)
     gs, dop, labels, _ = load_arrays(out, PreprocessParams(input_size=64))
     assert gs.shape == dop.shape == (14, 64, 64, 3) and labels.shape == (14, 3)

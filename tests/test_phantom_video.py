@@ -67,7 +67,7 @@ def _check_frames(sc, frames, layout):
             inner = img[y:y + h, x:x + w]
             col = _colour(inner)
             if a["mode"] == "gs":
-                assert a["doppler_box"] is None
+                assert a["doppler_box"] is None and a["doppler_fraction"] == 0
                 assert not col.any(), f"frame {i}: colour in a GS area"
             else:
                 bx, by, bw, bh = a["doppler_box"]
@@ -81,6 +81,7 @@ def _check_frames(sc, frames, layout):
                 in_box[ly + 1:ly + bh - 1, lx + 1:lx + bw - 1] = True
                 assert not (col & ~in_box).any(), f"frame {i}: colour outside the Doppler box"
                 assert col.any() == (g["vs"] > 0), f"frame {i}: colour iff VS > 0"
+                assert a["doppler_fraction"] == pytest.approx(col.sum() / (w * h), abs=1e-6)
         assert _colour(img)[~areas_mask].any(), "coloured UI accents outside the image areas"
 
 

@@ -15,6 +15,7 @@ from rating_edge.errors import RatingEdgeError
 from rating_edge.phantom.joint import BASE_H, BASE_W, make_pair, sample_anatomy, sample_grades
 
 DOPPLER_CHOICES = ("cdus", "pdus", "mixed")
+PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
 # Every SH and VS grade occurs in any dataset of at least this many pairs.
 _COVER = [(0, 0), (1, 1), (2, 2), (3, 3), (1, 0), (2, 1), (3, 2), (1, 3)]
@@ -60,8 +61,9 @@ def write_dataset(out, n: int, seed: int = 0, doppler: str = "cdus", patients: i
         pair = make_pair(prng, sh, vs, str(kinds[i]), size=size, anatomy=anatomies[owner[i]].jitter(prng))
         pid = f"pair{i:05d}"
         gs_file, dop_file = f"images/{pid}_gs.png", f"images/{pid}_doppler.png"
-        cv2.imwrite(str(out / gs_file), pair.gs)
-        cv2.imwrite(str(out / dop_file), pair.doppler)
+        # GS is stored as a one-channel PNG (R = G = B, so reading it as colour gives the same pixels)
+        cv2.imwrite(str(out / gs_file), pair.gs[:, :, 0], PNG)
+        cv2.imwrite(str(out / dop_file), pair.doppler, PNG)
         records.append(PairRecord(pid, f"patient{int(owner[i]):04d}", gs_file, dop_file, pair.sh, pair.vs,
                                   pair.combined, pair.roi, pair.roi, pair.kind))
         if progress is not None:

@@ -12,9 +12,10 @@ Truth (one dict per frame; `write_video` also writes it as one JSON line per fra
     {"frame", "t", "layout", "signal", "frozen", "section", "transition",
      "grades": {"sh", "vs", "combined"},
      "areas": [{"box": [x, y, w, h], "mode": "gs"|"doppler", "doppler_box": [x, y, w, h] | null,
-                "roi": [x, y, w, h]}]}
-in screen pixels. `box` is exactly the rectangle of ultrasound pixels (the UI background around it is
-uniform). Mode rule: `mode` is the mode the scanner is in. In Doppler mode the image area always
+                "roi": [x, y, w, h], "doppler_fraction": float}]}
+in screen pixels; `doppler_fraction` = Doppler-coloured pixels / pixels of the area (0 in GS mode).
+`box` is exactly the rectangle of ultrasound pixels (the UI background around it is uniform; the top
+row is the probe face, so motion is lateral only). Mode rule: `mode` is the mode the scanner is in. In Doppler mode the image area always
 contains the gray Doppler box outline and the UI shows the colour bar (CDUS red/blue or PDUS
 orange), also when the section has VS = 0 and there is no colour in the box; in GS mode there is no box
 outline, the UI shows a gray bar, and the image area has no colour at all. Frozen frames keep the mode
@@ -297,6 +298,11 @@ class PhantomScanner:
         bx0, by0 = max(bx - cx, 2 * m + 1), max(by, 1)
         bx1, by1 = min(bx - cx + bw - 1, aw - 2), min(by + bh - 1, ah - 2)
         shade = int(rng.integers(170, 215))
+        inside = np.zeros_like(sig)
+        inside[by0 + 1:by1, bx0 + 1:bx1] = True
+        sig = sig & inside                      # colour only inside the box outline
+        colour = pair.doppler[win][sig]
+        colsum = np.concatenate([[0], np.cumsum(sig.sum(axis=0))])
         gs_v, dop_v = [], []
         for v in range(N_VARIANTS):
             noise = np.round(rng.normal(0, 3.0, gray.shape)).astype(np.int16)
@@ -306,7 +312,7 @@ class PhantomScanner:
             cv2.rectangle(d, (bx0, by0), (bx1, by1), (shade, shade, shade), 1)
             gs_v.append(g)
             dop_v.append(d)
-        s = dict(sh=sh, vs=vs, combined=max(sh, vs), m=m, gs=gs_v, dop=dop_v,
+        s = dict(sh=sh, vs=vs, combined=max(sh, vs), m=m, gs=gs_v, dop=dop_v, colsum=colsum,
                  roi=(rx - cx, ry, rrw, rrh),
                  dbox=(bx0, by0, bx1 - bx0 + 1, by1 - by0 + 1),
                  phase=rng.uniform(0, 2 * np.pi, 2))
@@ -431,9 +437,12 @@ class PhantomScanner:
                 img = cv2.addWeighted(old, 1 - p, img, p, 0)
             rx, ry, rw, rh = s["roi"]
             bx, by, bw, bh = s["dbox"]
+            frac = 0.0
+            if md == "doppler":
+                frac = round(float(s["colsum"][x0 + aw] - s["colsum"][x0]) / (aw * ah), 6)
             areas.append({"box": _box(ax, ay, aw, ah), "mode": md,
                           "doppler_box": _box(ax + bx - x0, ay + by - y0, bw, bh) if md == "doppler" else None,
-                          "roi": _box(ax + rx - x0, ay + ry - y0, rw, rh)})
+                          "roi": _box(ax + rx - x0, ay + ry - y0, rw, rh), "doppler_fraction": frac})
             imgs.append(img)
         return imgs, areas
 
