@@ -171,8 +171,9 @@ def test_cli(teacher, tmp_path):
     out = tmp_path / "pkg"
     args = ["distill", str(teacher), str(out), "--share-depth", "all", "--frames", "phantom:6", "--epochs", "1",
             "--batch", "3", "--holdout", "none"]
-    r = CliRunner().invoke(app, args)
+    r = CliRunner().invoke(app, args + ["--teacher-cache", str(tmp_path / "cache")])
     assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     meta = json.loads((out / "model.json").read_text())
     assert meta["fusion"]["strategy"] == "distill" and meta["fusion"]["training"]["epochs_done"] == 1
     r = CliRunner().invoke(app, args[:-4] + ["--epochs", "2", "--batch", "3", "--holdout", "none"])

@@ -319,12 +319,24 @@ class Distiller:
         _write_json(self.state_dir / STATE_FILE, {"identity": self._identity(), "epoch": self.epoch,
                                                   "history": self.history, "config": self.cfg.to_dict()})
 
-    def teacher_targets(self, progress=None) -> dict:
+    def teacher_targets(self, progress=None, cache_dir=None) -> dict:
+        """The teacher's log-odds on the frames; `cache_dir` shares them between runs (e.g. share depths)
+        keyed by the teacher's and the frames' hashes."""
         if self.targets is None:
-            self.targets = teacher_logodds(self.teachers, self.spec, self.frames, progress=progress)
+            cached = None
+            if cache_dir is not None:
+                cached = Path(cache_dir) / f"{self.teacher_hash['ensemble.json'][:16]}-{self.data_hash[:16]}.safetensors"
+            if cached is not None and cached.is_file():
+                t = _load_tensors(cached)
+                self.targets = {"sh": t["sh"].numpy(), "vs": t["vs"].numpy()}
+            else:
+                self.targets = teacher_logodds(self.teachers, self.spec, self.frames, progress=progress)
+            tensors = {k: torch.from_numpy(v) for k, v in self.targets.items()}
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            _save_tensors(self.state_dir / "teacher.safetensors",
-                          {k: torch.from_numpy(v) for k, v in self.targets.items()})
+            _save_tensors(self.state_dir / "teacher.safetensors", tensors)
+            if cached is not None and not cached.is_file():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                _save_tensors(cached, tensors)
         return self.targets
 
     def train_epoch(self, on_batch=None) -> float:

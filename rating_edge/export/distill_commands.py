@@ -22,7 +22,7 @@ def _progress():
 def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str = "phantom:1024", epochs: int = 20,
                 branches: str = "module", batch: int = 32, lr: float = 1e-3, seed: int = 0, init: str = "teacher",
                 holdout: str = "phantom:200", restart: bool = False, threads: int = 0,
-                save_frames: Path | None = None) -> dict:
+                save_frames: Path | None = None, teacher_cache: Path | None = None) -> dict:
     """The whole command as a function (tests and scripts call it): returns the package's fusion record."""
     import numpy as np
 
@@ -55,7 +55,7 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
     with _progress() as prog:
         if d.epoch < epochs:
             t = prog.add_task("teacher log-odds", total=len(fr), info="")
-            d.teacher_targets(progress=lambda k: prog.update(t, completed=k))
+            d.teacher_targets(progress=lambda k: prog.update(t, completed=k), cache_dir=teacher_cache)
         while d.epoch < epochs:
             t = prog.add_task(f"epoch {d.epoch + 1}/{epochs}", total=len(fr), info="")
             d.train_epoch(on_batch=lambda k, loss, t=t: prog.update(t, advance=k, info=f"loss {loss:.4f}"))
@@ -106,7 +106,9 @@ def register(app: typer.Typer) -> None:
         restart: bool = typer.Option(False, "--restart", help="Discard an unfinished run in OUT_PKG and start over."),
         threads: int = typer.Option(0, help="PyTorch threads (0 = its default; 1 is faster on a busy machine)."),
         save_frames: Path = typer.Option(None, "--save-frames", help="Also save the prepared frames as .npz for reuse."),
+        teacher_cache: Path = typer.Option(None, "--teacher-cache", help="Folder that keeps the teacher's log-odds per "
+                                                                         "(teacher, frames) for other runs."),
     ):
         """Distil the ensemble into a shared-backbone student (fusion strategy "distill") and package it."""
         run_distill(ckpt, out_pkg, share_depth, frames, epochs, branches, batch, lr, seed, init, holdout, restart,
-                    threads, save_frames)
+                    threads, save_frames, teacher_cache)
