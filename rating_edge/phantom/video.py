@@ -50,6 +50,7 @@ from rating_edge.phantom.joint import make_pair, sample_anatomy, sample_grades
 LAYOUTS = ("single", "dual")
 AREA_ASPECT = {"single": 1.25, "dual": 0.9}   # width / height of one image area
 N_VARIANTS = 3                                 # speckle variants cycled while live, so live frames differ
+PULSE = (1.0, 0.9, 0.8)                        # colour level of each variant (pulsatile flow)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -308,7 +309,9 @@ class PhantomScanner:
             noise = np.round(rng.normal(0, 3.0, gray.shape)).astype(np.int16)
             g = cv2.cvtColor(np.clip(gray + noise, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
             d = g.copy()
-            d[sig] = colour
+            # pulsatile flow: the colour brightens and fades over the cycle; the coloured pixels stay
+            # the same, and scaling keeps every pixel's saturation and chroma >= 100 (still "colour")
+            d[sig] = np.round(colour * PULSE[v]).astype(np.uint8)
             cv2.rectangle(d, (bx0, by0), (bx1, by1), (shade, shade, shade), 1)
             gs_v.append(g)
             dop_v.append(d)
