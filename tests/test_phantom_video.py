@@ -131,8 +131,8 @@ def test_frozen_frames_are_identical_in_the_image_area(single, dual):
                 if prev_t["frozen"]:
                     assert np.array_equal(img[y:y + h, x:x + w], prev_img[y:y + h, x:x + w])
                     held += 1
-                elif prev_t["signal"]:  # the freeze holds the last live image
-                    assert np.array_equal(img[y:y + h, x:x + w], prev_img[y:y + h, x:x + w])
+                else:  # the freeze holds the last live image, right before it
+                    assert prev_t["signal"] and np.array_equal(img[y:y + h, x:x + w], prev_img[y:y + h, x:x + w])
                     assert prev_t["areas"] == t["areas"]
             # the UI marks the freeze outside the image areas
             if prev_t["signal"] and not prev_t["frozen"]:

@@ -252,7 +252,9 @@ class PhantomScanner:
         if r.random() < 0.35:
             plan.append(("live", "gs", self._sec(0.6, 1.2)))
         if self.dropouts and r.random() < 0.6:
-            k = int(r.integers(1, len(plan) + 1))
+            # never right before a freeze: a frozen image must follow the live image it holds
+            ks = [k for k in range(1, len(plan) + 1) if k == len(plan) or plan[k][0] != "frozen"]
+            k = ks[int(r.integers(len(ks)))]
             plan.insert(k, ("dropout", None, self._sec(0.15, 0.5)))
         for kind, mode, n in plan:
             seg = dict(kind=kind, mode=mode, start=start, end=start + n, section=sec)
@@ -464,11 +466,7 @@ class PhantomScanner:
             hold = seg["hold"]
             cached = self._frozen_cache.get(hold)
             if cached is None:
-                hseg = self._segment(hold)
-                if hseg["kind"] == "dropout":   # froze a blank screen: hold the frame before that
-                    hold = hseg["start"] - 1
-                    hseg = self._segment(hold)
-                cached = self._compose(hold, hseg)
+                cached = self._compose(hold, self._segment(hold))
                 self._frozen_cache = {seg["hold"]: cached}
             imgs, areas = cached
             mode = areas[0]["mode"] if self.layout == "single" else "gs"
