@@ -75,3 +75,21 @@ def test_cli_video_errors_are_one_line(tmp_path, capsys, args, msg):
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_cli_dataset_and_video_value_errors(tmp_path, capsys):
+    assert main(["phantom", "dataset", str(tmp_path / "d"), "--n", "0"]) == 2
+    assert main(["phantom", "video", str(tmp_path / "v.mp4"), "--seconds", "0", "--size", "320x240"]) == 2
+    assert main(["phantom", "video", str(tmp_path / "v.mp4"), "--fps", "0", "--size", "320x240"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 1" in err and "positive" in err and "fps" in err
+
+
+def test_example_images(tmp_path):
+    from rating_edge.phantom.examples import write_examples
+
+    files = write_examples(tmp_path)
+    assert {f.name for f in files} == {"phantom_gs.jpg", "phantom_cdus.jpg", "phantom_pdus.jpg", "phantom_grades.jpg",
+                                       "phantom_screen_single.jpg", "phantom_screen_dual.jpg"}
+    for f in files:
+        assert cv2.imread(str(f)) is not None
