@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
                            log=lambda m: console.print(m))
         console.print(f"[green]exported[/] {p}")
         console.print(f"next: rating-edge verify {p} --reference {ckpt} --phantom 16")
-        console.print(f"then: rating-edge quantize {p} ... (INT8), or rating-edge bench {p} --reference {ckpt}")
+        console.print(f"then: rating-edge quantize {p} CALIB_SET {p}-int8 (INT8; CALIB_SET from `rating-edge calib "
+                      f"collect`), or rating-edge bench {p} --reference {ckpt}")
 
     @app.command("verify")
     def verify_cmd(
