@@ -113,7 +113,7 @@ def test_synovitis_geometry_follows_the_bone_top_line(pairs):
             assert rel.min() <= -15, "SH 3 bulges well above the line"
             assert curv > 0.003, "SH 3 is convex"
     # the tendon is lifted by a grade-3 bulge
-    p3, p1 = pairs[(3, 0, "cdus", 0)], pairs[(1, 0, "cdus", 0)]
+    p3 = pairs[(3, 0, "cdus", 0)]
     cols, top = _surface(p3)
     assert np.all(p3.landmarks["tendon_bottom"][cols] < top)
 

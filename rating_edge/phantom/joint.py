@@ -198,13 +198,9 @@ def _geometry(an: Anatomy, sh: int, rng, H: int, W: int):
     uu = np.clip((x - an.gap_x) / 60.0, -1, 1)
     t_top = an.tendon_top + an.tendon_sag * (1 - uu ** 2)
     t_bot = t_top + an.tendon_thick
-    lift = np.where(np.isnan(syn_top), np.inf, syn_top - 5)
-    need = np.minimum(t_bot, lift)
-    need = cv2.GaussianBlur(need.reshape(1, -1).astype(np.float32), (0, 0), sigmaX=8).ravel() \
-        if np.isfinite(need).all() else need
-    shift = np.minimum(0, need - t_bot)
-    shift = cv2.GaussianBlur(shift.reshape(1, -1).astype(np.float32), (0, 0), sigmaX=10).ravel()
-    shift = np.minimum(shift, np.where(np.isnan(syn_top), 0, np.minimum(0, syn_top - 5 - t_bot)))
+    hard = np.where(np.isnan(syn_top), 0, np.minimum(0, syn_top - 5 - t_bot))   # keep 5 px above the bulge
+    shift = cv2.GaussianBlur(hard.reshape(1, -1).astype(np.float32), (0, 0), sigmaX=10 * kx).ravel()
+    shift = np.minimum(shift, hard)
     t_top, t_bot = t_top + shift, t_bot + shift
 
     return dict(ky=ky, kx=kx, x=x, bone=bone, has_bone=has_bone, line=line, syn_top=syn_top, t_top=t_top,
