@@ -52,9 +52,20 @@ class _Wrapped(torch.nn.Module):
         return prob, cam_gs, cam_dop
 
 
-def make_none_package(out: Path, spec: EnsembleSpec, seed: int = 0) -> Path:
-    from rating_edge.model.init import init_ensemble
+_ENSEMBLES: dict = {}
 
+
+def init_ensemble(spec: EnsembleSpec, seed: int = 0) -> dict:
+    """The foundation's random ensemble, made once per test session (it calibrates BatchNorm: slow)."""
+    from rating_edge.model.init import init_ensemble as _init
+
+    key = (spec, seed)
+    if key not in _ENSEMBLES:
+        _ENSEMBLES[key] = _init(spec, seed)
+    return _ENSEMBLES[key]
+
+
+def make_none_package(out: Path, spec: EnsembleSpec, seed: int = 0) -> Path:
     out = Path(out)
     (out / "networks").mkdir(parents=True)
     s = spec.input_size
@@ -117,3 +128,66 @@ def test_helper_package_runs(tmp_path):
     assert out["sh_prob"].shape == (3, 1, 3, 2) and out["heat_gs"].shape == (3, 2, 2)
     assert np.all((out["sh_prob"] > 0) & (out["sh_prob"] < 1))
     assert preset("tiny").input_size == 64
+
+
+class _Fused(torch.nn.Module):
+    """All networks in one graph with the package's fused outputs (sh_prob, vs_prob, heat_*)."""
+
+    def __init__(self, models: dict, spec: EnsembleSpec):
+        super().__init__()
+        self.spec = spec
+        self.ids = list(models)
+        self.nets = torch.nn.ModuleList(
+            _Wrapped(m.eval(), parse_network_id(n)[1], parse_network_id(n)[1] == "sh" and parse_network_id(n)[2] == 0)
+            for n, m in models.items())
+
+    def forward(self, gs, dop):
+        sp = self.spec
+        probs = {"sh": [[[None] * sp.seeds for _ in range(sp.tasks)] for _ in range(sp.folds)],
+                 "vs": [[[None] * sp.seeds for _ in range(sp.tasks)] for _ in range(sp.folds)]}
+        cams_gs, cams_dop = [], []
+        for nid, w in zip(self.ids, self.nets):
+            f, module, task, seed = parse_network_id(nid)
+            out = w(dop) if module == "vs" else w(gs, dop)
+            if isinstance(out, tuple):
+                out, cg, cd = out
+                cams_gs.append(cg)
+                cams_dop.append(cd)
+            probs[module][f][task][seed] = out
+        res = [torch.stack([torch.stack([torch.stack(s, 1) for s in t], 1) for t in probs[m]], 1) for m in ("sh", "vs")]
+        heats = []
+        for cams in (cams_gs, cams_dop):
+            avg = torch.stack(cams, 0).mean(0)
+            heats.append(avg / (avg.flatten(1).max(1).values[:, None, None] + 1e-8))
+        return res[0], res[1], heats[0], heats[1]
+
+
+def make_fused_package(out: Path, spec: EnsembleSpec, seed: int = 0) -> Path:
+    """A one-graph (`fused` kind) package from a random ensemble, exported with torch in seconds."""
+    out = Path(out)
+    out.mkdir(parents=True)
+    s = spec.input_size
+    x = tuple(torch.zeros(2, s, s, 3, dtype=torch.uint8) for _ in range(2))
+    names_out = ["sh_prob", "vs_prob", "heat_gs", "heat_doppler"]
+    torch.onnx.export(_Fused(init_ensemble(spec, seed), spec).eval(), x, str(out / "model.onnx"),
+                      input_names=["gs", "doppler"], output_names=names_out, opset_version=17,
+                      dynamic_axes={n: {0: "batch"} for n in ["gs", "doppler"] + names_out}, dynamo=False)
+    meta = {"spec": spec.to_dict(), "preprocess": PreprocessParams(input_size=s).to_dict(),
+            "inputs": {k: {"dtype": "uint8", "shape": ["B", s, s, 3], "layout": "NHWC RGB"} for k in ("gs", "doppler")},
+            "fusion": {"strategy": "stack"}, "precision": "fp32", "batch": "dynamic",
+            "graphs": [{"file": "model.onnx", "kind": "fused"}], "variants": {}, "engines": []}
+    write_model_json(out, meta)
+    return out
+
+
+def test_fused_helper_matches_none_helper(tmp_path):
+    from rating_edge.runtime.engines import make_runner
+
+    spec = EnsembleSpec(folds=1, width=8, input_size=64, hidden=32)
+    gs, dop, _ = synthetic_pairs(3, 64)
+    outs = []
+    for make in (make_none_package, make_fused_package):
+        with make_runner(make(tmp_path / make.__name__, spec), "ort") as r:
+            outs.append(r.infer({"gs": gs, "doppler": dop}))
+    for k in ("sh_prob", "vs_prob", "heat_gs", "heat_doppler"):
+        np.testing.assert_allclose(outs[0][k], outs[1][k], atol=1e-4)

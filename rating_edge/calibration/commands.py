@@ -74,10 +74,14 @@ def quantize_cmd(
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Keep nodes whose name matches this glob "
                                                 "in FP32 (repeatable), e.g. '*conv1*'."),
     gate: float = typer.Option(0.98, help="Minimum combined-score agreement with FP32 on held-out pairs."),
+    member_gate: Optional[float] = typer.Option(None, "--member-gate", help="Also require every network's "
+                                                "binary agreement with FP32 to reach this."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback", help="Keep the most sensitive layers FP32 "
                                   "until the gate passes."),
     holdout: float = typer.Option(0.25, help="Share of the calibration set held out for the gate."),
     engine: str = typer.Option("auto", help="Q/DQ quantizer: auto (ModelOpt if installed), modelopt or ort."),
+    verify: Optional[Path] = typer.Option(None, "--verify", help="Gate on this calibration set instead of a "
+                                          "held-out part of CALIB."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the agreement report (JSON) here, also "
                                           "when the gate refuses."),
 ):
@@ -89,7 +93,8 @@ def quantize_cmd(
 
     try:
         rec = quantize_package(pkg, calib, out, method=method, exclude=exclude or [], gate=gate,
-                               fallback=fallback, holdout=holdout, engine=engine, log=log)
+                               fallback=fallback, holdout=holdout, engine=engine,
+                               verify_set=verify, member_gate=member_gate, log=log)
     except GateRefused as e:
         if report is not None:
             report.write_text(report_json(e.report))

@@ -62,8 +62,16 @@ def _infer(package: Package, variant, cs: CalibSet, batch: int = 16) -> dict:
 
 
 def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude=(), gate: float = 0.98,
-                     fallback: bool = True, holdout: float = 0.25, engine: str = "auto", log=print) -> dict:
-    """Write the INT8 package to `out` and return its quantization record, or raise GateRefused."""
+                     fallback: bool = True, holdout: float = 0.25, engine: str = "auto", verify_set=None,
+                     member_gate: float | None = None, log=print) -> dict:
+    """Write the INT8 package to `out` and return its quantization record, or raise GateRefused.
+
+    `verify_set`: gate on this calibration-format set instead of a held-out part of `calib_path`
+    (then all of `calib_path` calibrates). `member_gate`: also require every network's binary
+    agreement to reach this (one activation scale serves a whole stack, so one member can break while
+    the combined score holds). A set with wrong preprocessing still yields self-consistent
+    scales, so only images from outside it can show that they do not fit real input.
+    """
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     if not 0.0 < gate <= 1.0:
@@ -82,8 +90,14 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
     if cs.manifest["input_size"] != pkg.spec.input_size:
         raise CalibrationError(f"{calib_path}: {cs.manifest['input_size']}px images, the package wants "
                                f"{pkg.spec.input_size}px")
-    cal_idx, held_idx = holdout_split(cs, holdout)
-    cal, held = cs.subset(cal_idx), cs.subset(held_idx)
+    if verify_set is not None:
+        cal = cs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            held = load_calib(verify_set, pkg.preprocess)
+    else:
+        cal_idx, held_idx = holdout_split(cs, holdout)
+        cal, held = cs.subset(cal_idx), cs.subset(held_idx)
     use_modelopt = engine == "modelopt" or (engine == "auto" and modelopt_available())
     if engine == "modelopt" and not modelopt_available():
         raise CalibrationError("--engine modelopt: nvidia-modelopt is not installed (pip install 'nvidia-modelopt[onnx]')")
@@ -134,11 +148,13 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
                 cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
                 reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec)
             worst = min(r["combined_agreement"] for r in reports.values())
+            members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
+                                                    for r in reports.values())
             rounds.append({"fp32_layers": len(extra), "combined_agreement": {v: r["combined_agreement"]
                                                                             for v, r in reports.items()}})
             log(f"  {len(extra)} extra layer(s) kept FP32: combined agreement "
                 + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items()))
-            if worst >= gate:
+            if worst >= gate and members_ok:
                 break
         else:
             if sensitivity is None:
@@ -148,9 +164,15 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
             bad = min(reports.items(), key=lambda kv: kv[1]["combined_agreement"])
             members = ", ".join(f"{m['network']} {m['agreement']:.2f}" for m in worst_members(bad[1]))
             why = ("even with the most sensitive layers kept in FP32" if fallback else "(fallback disabled)")
+            if worst >= gate:  # the combined score held; a member did not
+                bad = min(reports.items(), key=lambda kv: kv[1]["member_agreement_min"])
+                what = (f"member agreement {bad[1]['member_agreement_min']:.3f} ({bad[0]}) is below the member "
+                        f"gate {member_gate}")
+            else:
+                what = (f"combined-score agreement {bad[1]['combined_agreement']:.3f} ({bad[0]}) is below "
+                        f"the gate {gate}")
             raise GateRefused(
-                f"INT8 refused: combined-score agreement {bad[1]['combined_agreement']:.3f} ({bad[0]}) is below "
-                f"the gate {gate} on {len(held)} held-out pairs {why}. Most sensitive layers: {'; '.join(top)}. "
+                f"INT8 refused: {what} on {len(held)} held-out pairs {why}. Most sensitive layers: {'; '.join(top)}. "
                 f"Worst members: {members}. Check the calibration set (same preprocessing, real images, "
                 ">= 300 pairs) or keep layers FP32 with --exclude PATTERN",
                 {"rounds": rounds, "reports": reports, "sensitivity": _named(sensitivity, per_graph)[:20]})
@@ -158,7 +180,7 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
         meta = dict(pkg.meta)
         meta["precision"] = "int8"
         meta["variants"] = {**pkg.meta.get("variants", {}), **variants}
-        record = {"method": method, "gate": gate, "quantizer": {"int8-qdq": "modelopt" if use_modelopt else
+        record = {"method": method, "gate": gate, "member_gate": member_gate, "verified_on": str(verify_set) if verify_set else "held-out", "quantizer": {"int8-qdq": "modelopt" if use_modelopt else
                                                                 "onnxruntime", "int8-u8s8": "onnxruntime"},
                   "calibration": {"path": str(calib_path), "pairs": len(cal), "held_out": len(held),
                                   "source": cs.manifest.get("source")},
