@@ -43,6 +43,8 @@ def test_dataset_is_deterministic_and_refuses_non_empty(tmp_path):
         write_dataset(tmp_path / "c", n=6, patients=9)
     with pytest.raises(RatingEdgeError, match="doppler"):
         write_dataset(tmp_path / "c", n=6, doppler="both")
+    with pytest.raises(RatingEdgeError, match="seed"):
+        write_dataset(tmp_path / "c", n=6, seed=-1)
 
 
 def test_cli_dataset_and_video(tmp_path):

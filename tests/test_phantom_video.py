@@ -183,6 +183,8 @@ def test_bad_arguments_are_refused():
         PhantomScanner(theme="nope")
     with pytest.raises(RatingEdgeError, match="layout"):
         PhantomScanner(layout="triple")
+    with pytest.raises(RatingEdgeError, match="seed"):
+        PhantomScanner(seed=-3)
     with pytest.raises(RatingEdgeError, match="mp4"):
         write_video("/tmp/x.avi", 1)
 

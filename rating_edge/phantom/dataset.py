@@ -38,6 +38,8 @@ def write_dataset(out, n: int, seed: int = 0, doppler: str = "cdus", patients: i
     n = int(n)
     if n < 1:
         raise RatingEdgeError(f"--n must be at least 1, got {n}")
+    if int(seed) < 0:
+        raise RatingEdgeError(f"--seed must be >= 0, got {seed}")
     if doppler not in DOPPLER_CHOICES:
         raise RatingEdgeError(f"--doppler must be one of {DOPPLER_CHOICES}, got {doppler!r}")
     n_pat = max(1, (n + 3) // 4) if patients is None else int(patients)

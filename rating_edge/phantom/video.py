@@ -202,6 +202,8 @@ class PhantomScanner:
     def __init__(self, seed: int = 0, size=(1280, 720), fps: float = 30, layout: str = "single",
                  theme: str | None = None, dropouts: bool = False, doppler_kind: str | None = None):
         self.seed = int(seed)
+        if self.seed < 0:
+            raise RatingEdgeError(f"seed must be >= 0, got {seed}")
         self.W, self.H = parse_size(size)
         self.fps = float(fps)
         if not (1 <= self.fps <= 240):
