@@ -29,7 +29,10 @@ class LayoutParams:
     """Thresholds of screen understanding (all overridable in a profile under "detect")."""
 
     texture_density: float = 0.5  # share of textured pixels (5x5) that marks ultrasound
-    profile_min: float = 0.55  # column/row texture share inside an image area
+    col_rel: float = 0.8  # a column belongs to an area when its texture share is >= this x the median
+    row_rel: float = 0.6  # ... rows likewise (near-field rows are darker and smoother)
+    bg_delta: int = 1  # gray distance from the local screen background that is not background
+    off_bg_share: float = 0.4  # rows with this share off the background belong to the area (shadows)
     open_frac: float = 1 / 50  # opening kernel as a fraction of the working width: removes text, bars
     min_area_frac: float = 0.04  # an image area covers at least this much of the frame
     min_w_frac: float = 0.12
@@ -40,6 +43,7 @@ class LayoutParams:
     unfreeze_delta: float = 4.0  # a frozen image thaws when it moves this far from the held image ...
     unfreeze_share: float = 0.01  # ... or this share of its pixels change by more than 20 levels
     box_ridge: int = 10  # a Doppler-box outline pixel is this much brighter than pixels 2 px either side
+    box_min_gray: int = 100  # box outlines are drawn light gray; dim noise dots in shadows are not outline
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
     no_signal_std: float = 3.0
 
@@ -192,7 +196,7 @@ def texture_map(small_gray: np.ndarray) -> np.ndarray:
     return cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))) >= 2
 
 
-def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None) -> list:
+def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None) -> list:
     """Image areas in working (downsampled) pixels.
 
     Dense-texture regions survive an opening that removes text, bars, scales and markers; each
@@ -201,6 +205,8 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None) -> l
     """
     h, w = small_gray.shape
     T = texture_map(small_gray)
+    if small_bgr is not None:  # Doppler colour is picture content, however smooth (large confluent flow)
+        T |= (small_bgr.max(axis=2) - small_bgr.min(axis=2)) >= 40
     if ui_mask is not None:
         T &= ~ui_mask
     Tf = T.astype(np.float32)
@@ -216,14 +222,23 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None) -> l
             continue
         x0, y0 = max(0, x - k), max(0, y - k)
         x1, y1 = min(w, x + bw + k), min(h, y + bh + k)
-        cols = Tf[y:y + bh, x0:x1].mean(axis=0)
-        for cs, ce in _runs(cols, p.profile_min, int(min_w)):
-            rows = Tf[y0:y1, x0 + cs:x0 + ce].mean(axis=1)
-            rr = _runs(rows, p.profile_min, int(min_h))
+        band = Tf[y:y + bh, x:x + bw].mean(axis=1)  # densest rows (tissue): shadows do not thin the columns
+        band_rows = np.nonzero(band >= p.col_rel * float(np.median(band)))[0] + y
+        cols = Tf[band_rows, x0:x1].mean(axis=0)
+        for cs, ce in _runs(cols, p.col_rel * float(np.median(cols[x - x0:x - x0 + bw])), int(min_w)):
+            ax0, ax1 = x0 + cs, x0 + ce
+            # rows: textured, or (dark acoustic shadows) off the screen background beside the area
+            strips = [small_gray[:, max(ax0 - 4, 0):max(ax0 - 1, 0)], small_gray[:, ax1 + 1:ax1 + 4]]
+            side = np.concatenate([s_.ravel() for s_ in strips if s_.size])
+            bg = int(np.median(side)) if side.size else 0
+            off_bg = (np.abs(small_gray[:, ax0:ax1].astype(np.int16) - bg) >= p.bg_delta).mean(axis=1)
+            tex = Tf[:, ax0:ax1].mean(axis=1)
+            ok = (tex >= p.row_rel * float(np.median(tex[y:y + bh]))) | (off_bg >= p.off_bg_share)
+            rr = _runs(ok.astype(np.float32), 0.5, int(min_h))
             if not rr:
                 continue
-            rs, re_ = max(rr, key=lambda r: r[1] - r[0])
-            box = (x0 + cs, y0 + rs, ce - cs, re_ - rs)
+            rs, re_ = max(rr, key=lambda r: min(r[1], y + bh) - max(r[0], y))
+            box = (ax0, rs, ax1 - ax0, re_ - rs)
             if box[2] * box[3] >= p.min_area_frac * w * h:
                 out.append(box)
     out.sort(key=lambda b: -b[2] * b[3])
@@ -276,14 +291,22 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
         return None
     g = gray.astype(np.int16)
     ridge = np.zeros_like(g, dtype=bool)
-    ridge[:, 2:-2] = (g[:, 2:-2] - np.maximum(g[:, :-4], g[:, 4:])) >= p.box_ridge
+    ridge[:, 2:-2] = ((g[:, 2:-2] - np.maximum(g[:, :-4], g[:, 4:])) >= p.box_ridge) & (g[:, 2:-2] >= p.box_min_gray)
     share = ridge.mean(axis=0)
+    share[:4] = 0  # the area's own border is not a box side
+    share[-4:] = 0
     cols = _edge_columns(share, p.box_column_share)
     if not cols:
         return None
-    ys = np.nonzero(ridge[:, max(cols[0] - 1, 0):cols[0] + 2].any(axis=1)
-                    | ridge[:, max(cols[-1] - 1, 0):cols[-1] + 2].any(axis=1))[0]
-    y0, y1 = np.percentile(ys, [1, 99])
+    # the sides' vertical extent: the longest stretch where the side columns are mostly ridge
+    side = ridge[:, max(cols[0] - 1, 0):cols[0] + 2].any(axis=1).astype(np.float32)
+    if len(cols) > 1:
+        side = np.maximum(side, ridge[:, max(cols[-1] - 1, 0):cols[-1] + 2].any(axis=1))
+    runs = _runs(np.convolve(side, np.ones(9, np.float32) / 9, mode="same"), 0.5, max(3, H // 8))
+    if not runs:
+        return None
+    y0, y1 = max(runs, key=lambda r: r[1] - r[0])
+    y1 -= 1
     x0 = cols[0] if len(cols) > 1 or cols[0] < W / 2 else 0
     x1 = cols[-1] if len(cols) > 1 or cols[0] >= W / 2 else W - 1
     if x1 - x0 < W // 6:
@@ -331,14 +354,13 @@ class LayoutDetector:
         f = max(1, W // DETECT_WIDTH)
         small = img[::f, ::f]
         if no_signal(small[::2, ::2], self.p):
-            self._prev = None
             return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
             boxes_full = [_scale_box(a, sx, sy) for a in self.profile.areas]
         else:
-            boxes = find_image_areas(gray, self.p, self._ui_mask(W, H, f))
+            boxes = find_image_areas(gray, self.p, self._ui_mask(W, H, f), small)
             boxes_full = [(x * f, y * f, min(w * f, W - x * f), min(h * f, H - y * f)) for x, y, w, h in boxes]
         if self.profile.layout == "auto":
             layout = decide_layout(boxes_full)
@@ -380,25 +402,31 @@ class LayoutDetector:
     def _frozen(self, gray, boxes_full, f) -> bool:
         """Frozen = the image stopped changing. Enter on a near-zero change between consecutive frames;
         stay while the image remains close to the held one (video keyframes re-quantise a held image a
-        little, live scanning moves speckle a lot)."""
+        little, live scanning moves speckle a lot). Compared at the same screen pixels (the current
+        area box), so a box that wobbles by a pixel changes nothing; the frame before a signal dropout
+        is kept, since a scanner may come back frozen on it."""
+        prev, self._prev = self._prev, gray
         if not boxes_full:
-            self._prev = self._held = None
             return False
-        x, y, w, h = boxes_full[0]
-        patch = gray[y // f:(y + h) // f, x // f:(x + w) // f]
-        prev, self._prev = self._prev, patch
-        if prev is None or prev.shape != patch.shape:
+        if prev is None or prev.shape != gray.shape:
             self._held = None
             return False
-        if self._held is not None and self._held.shape == patch.shape:
-            d = cv2.absdiff(self._held, patch)
+        x, y, w, h = (v // f for v in boxes_full[0])
+        patch = gray[y:y + h, x:x + w]
+        if self._held is not None and self._held.shape == gray.shape:
+            d = cv2.absdiff(self._held[y:y + h, x:x + w], patch)
             if float(d.mean()) < self.p.unfreeze_delta and float((d > 20).mean()) < self.p.unfreeze_share:
                 return True
             self._held = None
-        if float(cv2.absdiff(prev, patch).mean()) < self.p.frozen_delta:
+        if float(cv2.absdiff(prev[y:y + h, x:x + w], patch).mean()) < self.p.frozen_delta:
             self._held = prev
             return True
         return False
+
+
+def _common(a, b):
+    h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+    return a[:h, :w], b[:h, :w]
 
 
 def detect_layout(frame_bgr, profile: Profile | None = None, previous=None) -> FrameLayout:
