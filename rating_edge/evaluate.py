@@ -210,7 +210,7 @@ def model_kind(model) -> str:
 
 
 def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", variant: str | None = None,
-                    progress=None) -> tuple[dict, np.ndarray, list, dict]:
+                    progress=None, threads: int | None = None) -> tuple[dict, np.ndarray, list, dict]:
     """Run MODEL over DATA in batches -> (probs {"sh_prob","vs_prob"}, labels (N,3), records, info).
 
     Packages run through `runtime.engines.make_runner` (no torch); checkpoint folders through the eager
@@ -229,7 +229,7 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
 
         pkg = load_package(model)
         params = pkg.preprocess
-        runner = make_runner(pkg, backend, variant).activate()
+        runner = make_runner(pkg, backend, variant, **({"threads": threads} if threads and backend == "ort" else {})).activate()
         fixed = pkg.meta.get("batch", "dynamic")
         if fixed != "dynamic":
             batch = int(fixed)
@@ -239,9 +239,13 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
         def infer(gs, dop):
             return runner.infer({"gs": gs, "doppler": dop})
     else:
+        import torch
+
         from rating_edge.model.reference import load_ensemble
+        from rating_edge.train.recipe import default_threads
 
         ens = load_ensemble(model)
+        torch.set_num_threads(default_threads(ens.spec, threads))
         meta_pp = ens.manifest.get("meta", {}).get("preprocess")
         params = PreprocessParams.from_dict(meta_pp) if meta_pp else PreprocessParams(input_size=ens.spec.input_size)
         info = {"kind": kind, "backend": "pytorch-eager", "origin": ens.manifest.get("meta", {}).get("origin")}
@@ -273,8 +277,8 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
 
 
 def evaluate_model(model, data_dir, bootstrap: int = 1000, seed: int = 0, batch: int = 32, backend: str = "ort",
-                   variant: str | None = None, progress=None) -> dict:
-    probs, labels, _, info = predict_dataset(model, data_dir, batch, backend, variant, progress)
+                   variant: str | None = None, progress=None, threads: int | None = None) -> dict:
+    probs, labels, _, info = predict_dataset(model, data_dir, batch, backend, variant, progress, threads)
     result = evaluate_predictions(probs, labels, bootstrap, seed)
     result["model"] = {"path": str(model), **info}
     result["data"] = str(data_dir)

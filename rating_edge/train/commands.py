@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(32, help="Inference batch size."),
         backend: str = typer.Option("ort", help="For packages: ort or trt."),
         variant: str = typer.Option(None, help="For packages: graph variant (e.g. int8-u8s8)."),
+        threads: int = typer.Option(None, help="CPU threads (default: 1 for tiny checkpoints, else all cores)."),
     ):
         """The paper's metrics: per-task AUC, accuracy, weighted kappa, confusion matrices, Youden, 95% CIs."""
         from rating_edge.errors import RatingEdgeError
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
         if bootstrap < 0:
             raise RatingEdgeError("--bootstrap must be 0 or more")
         result = evaluate_model(model, data, bootstrap=bootstrap, seed=seed, batch=batch, backend=backend,
-                                variant=variant)
+                                variant=variant, threads=threads)
         print_report(result, Console())
         if json_out is not None:
             console.print(f"wrote {write_json(result, json_out)}")
