@@ -354,6 +354,17 @@ def read_log_pairs(path) -> list[dict]:
         db.close()
 
 
+def read_log_events(path) -> list[dict]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM events ORDER BY id")]
+    except sqlite3.DatabaseError:
+        return []
+    finally:
+        db.close()
+
+
 def summarize(report: dict, sidecar: list[dict], pairs: list[dict], bench: dict | None = None) -> dict:
     """Accuracy of the scores as displayed (temporally aggregated where the runtime aggregated, else the
     pair's own) against the phantom truth of the pair's Doppler frame, plus the speed figures."""
@@ -446,8 +457,12 @@ def run_demo(settings: DemoSettings, root: Path = Path("."), skip_bench: bool = 
     print("[summary] running", flush=True)
     if not outs["report"].is_file():
         raise StageError(f"stage 'summary': the runtime wrote no report at {outs['report']}")
-    summary = summarize(json.loads(outs["report"].read_text()), read_sidecar(find_sidecar(video)),
-                        read_log_pairs(outs["log"]), bench)
+    pairs = read_log_pairs(outs["log"]) if outs["log"].is_file() else []
+    if not pairs:
+        events = read_log_events(outs["log"]) if outs["log"].is_file() else []
+        why = "; ".join(f"{e['kind']}: {e['message']}" for e in events[:3]) or "no events logged"
+        raise StageError(f"stage 'run' scored no pairs on {video} ({why}); see {outs['report']}")
+    summary = summarize(json.loads(outs["report"].read_text()), read_sidecar(find_sidecar(video)), pairs, bench)
     summary["precision"] = precision
     summary["stages"] = [asdict(r) for r in d.results]
     summary["total_s"] = time.perf_counter() - t0
