@@ -41,7 +41,9 @@ class ArrayReader:
     def __init__(self, feeds: dict, batch: int = 8):
         self.feeds = feeds
         self.n = len(next(iter(feeds.values())))
-        self.batch = batch
+        # Equal batches: ORT's histogram (entropy/percentile) collector stacks per-batch outputs and
+        # fails on a smaller last batch, so use the largest batch size <= `batch` that divides n.
+        self.batch = max(d for d in range(1, max(1, batch) + 1) if self.n % d == 0)
         self.start, self.end = 0, self.n
         self.pos = 0
 

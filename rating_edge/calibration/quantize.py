@@ -119,7 +119,7 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
             user_ex = sorted({n for n in nodes for p in exclude if fnmatch.fnmatchcase(n, p)})
             feeds = {k: (cal.gs if k == "gs" else cal.doppler) for k in graph_inputs(src)}
             per_graph.append({"rec": rec, "src": src, "nodes": nodes, "exclude": user_ex, "feeds": feeds,
-                              "cache": stage / "calibration" / (Path(rec["file"]).stem + ".json")})
+                              "cache": stage / "calibration" / (Path(rec["file"]).stem + ".ranges.json")})
         total = sum(len(g["nodes"]) for g in per_graph)
         extra: list[tuple[int, str]] = []  # (graph index, node) kept FP32 by the fallback
         sensitivity = None
@@ -189,7 +189,7 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
                   "quantized_layers": total - len(extra) - sum(len(g["exclude"]) for g in per_graph),
                   "rounds": rounds, "reports": reports, "source_package": pkg.model_hash}
         meta["quantization"] = record
-        files = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p.name != "model.json"]
+        files = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p != stage / "model.json"]
         meta["artifacts"] = {}
         write_model_json(stage, meta, files)
         if out.exists():
