@@ -54,15 +54,15 @@ def select_engines(package: Package, here: dict, precision: str | None = None) -
         recs = [e for e in engines if e.get("precision") == prec]
         if not recs:
             continue
-        bad = [(e, engine_mismatch(e, here)) for e in recs]
-        bad = [(e, why) for e, why in bad if why]
-        if not bad:
-            return recs
-        reasons.append(f"{bad[0][0]['file']}: {bad[0][1]}")
+        ok = [e for e in recs if engine_mismatch(e, here) is None]
+        if ok:  # engines for other machines may sit beside this machine's
+            return ok
+        reasons.append((recs[0], engine_mismatch(recs[0], here)))
     if not reasons:
         raise PackageError(f"{package.path}: no {precision} TensorRT engine; "
                            f"{rebuild_hint(package, precision or 'fp16')}")
-    raise PackageError(f"{package.path}: engine {reasons[0]}; {rebuild_hint(package, precision or wanted[0])}")
+    rec, why = reasons[0]
+    raise PackageError(f"{package.path}: engine {rec['file']}: {why}; {rebuild_hint(package, rec['precision'])}")
 
 
 class _EngineSession:
