@@ -182,3 +182,19 @@ def test_cli(teacher, tmp_path):
     assert json.loads((out / "model.json").read_text())["fusion"]["training"]["epochs_done"] == 2
     assert main(["distill", str(teacher), str(tmp_path / "x"), "--share-depth", "layer9", "--frames", "phantom:2",
                  "--epochs", "0", "--holdout", "none"]) == 2
+
+
+def test_losses():
+    from rating_edge.export.distill import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(4, 5, 3, 2, generator=g), 5 * torch.randn(4, 5, 3, 2, generator=g)
+    assert float(distill_loss(t, t, t, t, "mse")) == 0.0
+    # kd is minimal (gradient zero) where the student equals the teacher, for any temperature
+    for temp in (1.0, 3.0):
+        x = t.clone().requires_grad_(True)
+        distill_loss(x, t, t, t, "kd", temp).backward()
+        assert float(x.grad.abs().max()) < 1e-6
+        assert float(distill_loss(s, s, t, t, "kd", temp)) > float(distill_loss(t, t, t, t, "kd", temp))
+    with pytest.raises(RatingEdgeError, match="loss"):
+        distill_loss(s, s, t, t, "l1")

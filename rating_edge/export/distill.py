@@ -241,6 +241,8 @@ class DistillConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     init: str = "teacher"  # "teacher" (trunks/branches/heads from teacher weights) or "random"
+    loss: str = "mse"
+    temperature: float = 2.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -251,9 +253,27 @@ def _lr_at(cfg: DistillConfig, epoch: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
 
 
-def distill_loss(sh_s, vs_s, sh_t, vs_t):
-    """Mean squared error of the log-odds over all 60 heads."""
-    return 0.5 * (torch.mean((sh_s - sh_t) ** 2) + torch.mean((vs_s - vs_t) ** 2))
+LOSSES = ("mse", "kd")
+
+
+def distill_loss(sh_s, vs_s, sh_t, vs_t, kind: str = "mse", temperature: float = 2.0):
+    """Loss over all 60 heads' log-odds.
+
+    "mse": squared log-odds error; it spends most of its effort on confidently decided frames (a trained
+    teacher's |z1 - z0| is often 5-15) whose decision cannot flip. "kd": binary cross-entropy against the
+    teacher's softened probability sigmoid(d/T), times T^2 (Hinton's distillation loss); its gradient
+    sigmoid(d_s/T) - sigmoid(d_t/T) concentrates on frames near a decision, which is what grade agreement
+    depends on.
+    """
+    if kind == "mse":
+        return 0.5 * (torch.mean((sh_s - sh_t) ** 2) + torch.mean((vs_s - vs_t) ** 2))
+    if kind == "kd":
+        import torch.nn.functional as F
+
+        t = float(temperature)
+        bce = [F.binary_cross_entropy_with_logits(s / t, torch.sigmoid(g / t)) for s, g in ((sh_s, sh_t), (vs_s, vs_t))]
+        return 0.5 * t * t * (bce[0] + bce[1])
+    raise RatingEdgeError(f"loss {kind!r} unknown; use one of {', '.join(LOSSES)}")
 
 
 class Distiller:
@@ -278,6 +298,8 @@ class Distiller:
             self.student.init_from_teacher(self.teachers)
         elif cfg.init != "random":
             raise RatingEdgeError(f"init {cfg.init!r} unknown; use teacher or random")
+        if cfg.loss not in LOSSES:
+            raise RatingEdgeError(f"loss {cfg.loss!r} unknown; use one of {', '.join(LOSSES)}")
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch = 0
         self.history: list[dict] = []
@@ -288,7 +310,7 @@ class Distiller:
         c = self.cfg
         return {"teacher": self.teacher_hash["ensemble.json"], "data": self.data_hash, "share_depth": c.share_depth,
                 "branches": c.branches, "batch": c.batch, "lr": c.lr, "weight_decay": c.weight_decay,
-                "seed": c.seed, "init": c.init}
+                "seed": c.seed, "init": c.init, "loss": c.loss, "temperature": c.temperature}
 
     def _open(self, restart: bool) -> None:
         sf = self.state_dir / STATE_FILE
@@ -357,7 +379,8 @@ class Distiller:
             x_gs = torch.from_numpy(normalize(self.frames.gs[idx]))
             x_dop = torch.from_numpy(normalize(self.frames.doppler[idx]))
             sh, vs = st.forward_logits(x_gs, x_dop)
-            loss = distill_loss(sh, vs, torch.from_numpy(tg["sh"][idx]), torch.from_numpy(tg["vs"][idx]))
+            loss = distill_loss(sh, vs, torch.from_numpy(tg["sh"][idx]), torch.from_numpy(tg["vs"][idx]),
+                                cfg.loss, cfg.temperature)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

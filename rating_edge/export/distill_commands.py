@@ -22,7 +22,8 @@ def _progress():
 def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str = "phantom:1024", epochs: int = 20,
                 branches: str = "module", batch: int = 32, lr: float = 1e-3, seed: int = 0, init: str = "teacher",
                 holdout: str = "phantom:200", restart: bool = False, threads: int = 0,
-                save_frames: Path | None = None, teacher_cache: Path | None = None) -> dict:
+                save_frames: Path | None = None, teacher_cache: Path | None = None,
+                loss: str = "mse", temperature: float = 2.0) -> dict:
     """The whole command as a function (tests and scripts call it): returns the package's fusion record."""
     import numpy as np
 
@@ -48,7 +49,7 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
 
         console.print(f"saved the frames to {_save(save_frames, fr)}")
     cfg = DistillConfig(share_depth=share_depth, branches=branches, epochs=epochs, batch=batch, lr=lr, seed=seed,
-                        init=init)
+                        init=init, loss=loss, temperature=temperature)
     d = Distiller(ckpt, out, fr, cfg, restart=restart, console=console)
     if d.epoch:
         console.print(f"resuming after epoch {d.epoch} of {epochs} (state in {d.state_dir})")
@@ -108,7 +109,9 @@ def register(app: typer.Typer) -> None:
         save_frames: Path = typer.Option(None, "--save-frames", help="Also save the prepared frames as .npz for reuse."),
         teacher_cache: Path = typer.Option(None, "--teacher-cache", help="Folder that keeps the teacher's log-odds per "
                                                                          "(teacher, frames) for other runs."),
+        loss: str = typer.Option("mse", help="mse (log-odds error) or kd (cross-entropy at --temperature)."),
+        temperature: float = typer.Option(2.0, help="Temperature of the kd loss."),
     ):
         """Distil the ensemble into a shared-backbone student (fusion strategy "distill") and package it."""
         run_distill(ckpt, out_pkg, share_depth, frames, epochs, branches, batch, lr, seed, init, holdout, restart,
-                    threads, save_frames, teacher_cache)
+                    threads, save_frames, teacher_cache, loss, temperature)
