@@ -17,7 +17,7 @@ from rating_edge.runtime.layout import FrameLayout
 YELLOW = (0, 255, 255)
 ROI_COLOUR = (255, 200, 0)
 HEAT_MIN = 0.2
-HEAT_ALPHA = 0.6
+HEAT_ALPHA = 0.5
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 HELP = ["h  toggle heatmap", "mouse drag  draw ROI", "r  reset ROI", "s  snapshot (PNG)", "f  freeze overlay",
         "q / Esc  quit", "?  this help"]

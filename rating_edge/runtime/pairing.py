@@ -61,9 +61,10 @@ def similarity(a, b) -> float:
     return float((x * y).sum() / den) if den > 1e-6 else 0.0
 
 
-def roi_in_area(area: Area, roi, margin: float = 0.15) -> tuple | None:
-    """ROI relative to the area crop: the Doppler colour box (grown by `margin`, at least 1/3 of the
-    area each way), the whole area, or a fixed [x, y, w, h] from the profile."""
+def roi_in_area(area: Area, roi, inset: float = 0.06) -> tuple | None:
+    """ROI relative to the area crop: inside the Doppler colour box (scanners draw the box a little
+    larger than the region of interest, so it is inset by `inset` per side), the whole area, or a
+    fixed [x, y, w, h] from the profile."""
     ax, ay, aw, ah = area.box
     if isinstance(roi, (list, tuple)):
         x, y, w, h = (int(v) for v in roi)
@@ -72,12 +73,13 @@ def roi_in_area(area: Area, roi, margin: float = 0.15) -> tuple | None:
     if roi == "area" or area.doppler_box is None:
         return None
     dx, dy, dw, dh = area.doppler_box
-    cx, cy = dx - ax + dw / 2, dy - ay + dh / 2
-    w = min(aw, max(dw * (1 + 2 * margin), aw / 3))
-    h = min(ah, max(dh * (1 + 2 * margin), ah / 3))
-    x = int(round(min(max(cx - w / 2, 0), aw - w)))
-    y = int(round(min(max(cy - h / 2, 0), ah - h)))
-    return (x, y, int(w), int(h))
+    x0, y0 = max(dx - ax, 0), max(dy - ay, 0)
+    x1, y1 = min(dx - ax + dw, aw), min(dy - ay + dh, ah)
+    mx, my = int(round((x1 - x0) * inset)), int(round((y1 - y0) * inset))
+    x0, y0, x1, y1 = x0 + mx, y0 + my, x1 - mx, y1 - my
+    if x1 - x0 < max(16, aw // 8) or y1 - y0 < max(16, ah // 8):  # a few colour pixels are not a box
+        return None
+    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
 
 
 def _crop(img, box):
