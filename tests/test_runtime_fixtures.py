@@ -64,6 +64,12 @@ def make_onnx_package(folder, input_size: int = 64, heat: int = 2):
     return folder
 
 
+class FakePackage(Package):
+    @property
+    def model_hash(self):
+        return "fake-model"
+
+
 class FakeRunner(Runner):
     """Runner test double: probabilities from image brightness; can be told to fail."""
 
@@ -71,14 +77,10 @@ class FakeRunner(Runner):
 
     def __init__(self, fail_after: int | None = None):
         meta = {"spec": SPEC.to_dict(), "preprocess": PreprocessParams(input_size=SPEC.input_size).to_dict()}
-        super().__init__(Package(path=None, meta=meta))
+        super().__init__(FakePackage(path=None, meta=meta))
         self.fail_after = fail_after
         self.calls = 0
         self.feeds = []
-
-    @property
-    def model_hash(self):
-        return "fake"
 
     def _activate(self):
         pass
