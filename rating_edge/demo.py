@@ -100,10 +100,15 @@ class Demo:
     python: str = sys.executable
     results: list = field(default_factory=list)
     _commands: set | None = None
+    key: str = ""
+
+    def __post_init__(self):
+        # Fixed once: code edited while the demo runs must not scatter one run over several caches.
+        self.key = self.key or self.settings.key()
 
     @property
     def cache(self) -> Path:
-        return self.root / CACHE / self.settings.key()
+        return self.root / CACHE / self.key
 
     @property
     def out(self) -> Path:
@@ -467,7 +472,7 @@ def run_demo(settings: DemoSettings, root: Path = Path("."), skip_bench: bool = 
     summary["stages"] = [asdict(r) for r in d.results]
     summary["total_s"] = time.perf_counter() - t0
     summary["settings"] = asdict(settings)
-    summary["cache_key"] = settings.key()
+    summary["cache_key"] = d.key
     (d.out / "summary.json").write_text(json.dumps(summary, indent=2))
     text = format_summary(summary, precision)
     stage_line = ", ".join(f"{r.name} {r.seconds:.0f}s{' (cached)' if r.cached else ''}" for r in d.results)

@@ -120,3 +120,10 @@ def test_summary_without_bench_or_pairs():
     s = summarize({}, [], [], None)
     assert s["accuracy_displayed"] is None and s["bench"] is None
     assert "n/a" in format_summary(s)
+
+
+def test_cache_folder_is_fixed_for_the_whole_run(tmp_path, monkeypatch):
+    d = Demo(DemoSettings(), tmp_path)
+    first = d.cache
+    monkeypatch.setattr(demo_mod, "code_fingerprint", lambda: "edited while running")
+    assert d.cache == first
