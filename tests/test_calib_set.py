@@ -135,3 +135,15 @@ def test_collect_phantom_cli(tmp_path):
     cs = load_calib(out, PreprocessParams(input_size=64), warn_small=False)
     assert cs.gs.shape == (13, 64, 64, 3)
     assert main(["calib", "collect", str(tmp_path / "x"), "--phantom", "3", "--dataset", str(tmp_path)]) == 2
+
+
+def test_collect_from_video_source_uses_runtime_pairing(tmp_path):
+    pytest.importorskip("rating_edge.runtime.pairing")
+    pytest.importorskip("rating_edge.phantom.video")
+    from rating_edge.calibration.collect import collect_source
+
+    gs, dop, lab, src = collect_source("phantom://?seed=1&seconds=6&fps=8&size=640x480", P, max_pairs=10)
+    assert src["kind"] == "video" and src["frames"] == 48 and 1 <= len(gs) <= 10
+    assert gs.shape[1:] == (S, S, 3) and dop.shape == gs.shape
+    assert (lab >= 0).all()  # phantom sources carry their true grades
+    assert not content_problems(gs, dop)

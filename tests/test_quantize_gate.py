@@ -81,7 +81,7 @@ def test_int8_package_passes_gate_and_carries_both_forms(setup):
 
 def test_strict_gate_refuses_and_writes_nothing(setup):
     d, _ = setup
-    with pytest.raises(GateRefused, match="member agreement .* below the member gate 1.0") as e:
+    with pytest.raises(GateRefused, match=r"INT8 refused: (combined-score|member) agreement .* below the") as e:
         _q(setup, "calib", "strict", gate=1.0, member_gate=1.0, fallback=False)
     assert "Most sensitive layers" in str(e.value) and e.value.report["reports"]
     assert not (d / "strict").exists() and not (d / ".strict.partial").exists()
