@@ -174,12 +174,12 @@ def _scale_box(box, sx, sy):
     return (int(round(x * sx)), int(round(y * sy)), int(round(w * sx)), int(round(h * sy)))
 
 
-def no_signal(small_bgr: np.ndarray, p: LayoutParams) -> bool:
-    """A black/blue capture-card screen: nearly every pixel is the median colour (a 'NO SIGNAL' caption
-    is a small share)."""
-    med = np.median(small_bgr.reshape(-1, 3), axis=0)
-    far = np.abs(small_bgr.astype(np.int16) - med.astype(np.int16)).max(axis=2) > 20
-    return bool(far.mean() < 0.01)
+def no_signal(small_gray: np.ndarray, p: LayoutParams) -> bool:
+    """A black/blue capture-card screen: nearly every pixel has the most common gray level (a 'NO
+    SIGNAL' caption is a small share)."""
+    hist = cv2.calcHist([small_gray], [0], None, [256], [0, 256]).ravel()
+    m = int(hist.argmax())
+    return bool(hist[max(0, m - 20):m + 21].sum() >= 0.99 * small_gray.size)
 
 
 def _runs(profile: np.ndarray, thr: float, min_len: int) -> list:
@@ -206,7 +206,8 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, smal
     h, w = small_gray.shape
     T = texture_map(small_gray)
     if small_bgr is not None:  # Doppler colour is picture content, however smooth (large confluent flow)
-        T |= (small_bgr.max(axis=2) - small_bgr.min(axis=2)) >= 40
+        b, g, r = cv2.split(small_bgr)
+        T |= cv2.subtract(cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r)) >= 40
     if ui_mask is not None:
         T &= ~ui_mask
     Tf = T.astype(np.float32)
@@ -260,13 +261,14 @@ def doppler_signal(area_bgr: np.ndarray, dp: DopplerParams, step: int = 2) -> np
     Same colour rule as preprocess.doppler_mask (chroma and saturation), computed from HSV for speed;
     a 3x3 opening removes strokes (coloured text, markers, box outlines) and chroma fringes.
     """
-    small = area_bgr[::step, ::step] if step > 1 else area_bgr
+    h, w = area_bgr.shape[:2]
+    small = cv2.resize(area_bgr, ((w + step - 1) // step, (h + step - 1) // step),
+                       interpolation=cv2.INTER_NEAREST) if step > 1 else area_bgr
     hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-    s = hsv[..., 1]
-    v = hsv[..., 2]
+    s, v = hsv[..., 1], hsv[..., 2]
     # chroma = s * v / 255 >= chroma_min  and  s / 255 >= saturation_min
     sat_ok = s >= int(np.ceil(dp.saturation_min * 255))
-    chroma_ok = s.astype(np.uint16) * v.astype(np.uint16) >= dp.chroma_min * 255
+    chroma_ok = cv2.multiply(s, v, scale=1 / 255.0) >= dp.chroma_min
     mask = (sat_ok & chroma_ok).astype(np.uint8)
     if mask.any():
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
@@ -352,10 +354,12 @@ class LayoutDetector:
         if self._prev_size != (W, H):  # resolution change: nothing from before is comparable
             self._prev, self._prev_size = None, (W, H)
         f = max(1, W // DETECT_WIDTH)
-        small = img[::f, ::f]
-        if no_signal(small[::2, ::2], self.p):
-            return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
+        # every f-th pixel, contiguous (nearest-neighbour keeps the speckle texture that area averaging
+        # would smooth away)
+        small = cv2.resize(img, ((W + f - 1) // f, (H + f - 1) // f), interpolation=cv2.INTER_NEAREST) if f > 1 else img
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        if no_signal(gray, self.p):
+            return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
             boxes_full = [_scale_box(a, sx, sy) for a in self.profile.areas]

@@ -51,10 +51,9 @@ def heat_wash(region_bgr: np.ndarray, heat: np.ndarray) -> None:
     a = np.where(m >= HEAT_MIN, np.clip(m, 0, 1) * HEAT_ALPHA, 0).astype(np.float32)
     if not a.any():
         return
-    a3 = a[..., None]
-    src = region_bgr.astype(np.float32)
-    out = src + (np.asarray(YELLOW, np.float32) - src) * a3
-    region_bgr[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    yellow = np.empty_like(region_bgr)
+    yellow[:] = YELLOW
+    region_bgr[:] = cv2.blendLinear(region_bgr, yellow, 1.0 - a, a)
 
 
 def _margin_slot(W, H, areas, pw, ph, pad):

@@ -17,6 +17,7 @@ import numpy as np
 from rating_edge.runtime.layout import Area, FrameLayout, doppler_signal
 
 GRID = 24
+STEP = 4
 
 
 @dataclass
@@ -39,7 +40,13 @@ class Pair:
 
 
 def structure(area_bgr: np.ndarray, dop_mask=None) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse gray structure of an image area and which cells are valid (not Doppler-coloured)."""
+    """Coarse gray structure of an image area and which cells are valid (not Doppler-coloured).
+
+    Computed from every STEP-th pixel: a 24x24 grid of a 1000-pixel-wide area needs no more."""
+    area_bgr = area_bgr[::STEP, ::STEP]
+    if dop_mask is not None and dop_mask.shape != area_bgr.shape[:2]:
+        dop_mask = cv2.resize(dop_mask.astype(np.uint8), (area_bgr.shape[1], area_bgr.shape[0]),
+                              interpolation=cv2.INTER_NEAREST).astype(bool)
     gray = cv2.cvtColor(area_bgr, cv2.COLOR_BGR2GRAY)
     g = cv2.resize(gray, (GRID, GRID), interpolation=cv2.INTER_AREA).astype(np.float32)
     if dop_mask is None:
@@ -128,7 +135,7 @@ class Pairer:
         gi, gt, gcrop, gst, garea = self._gs
         if t - gt > self.max_age_s:
             return None, f"Doppler: last GS image is {t - gt:.1f} s old; show GS of this section"
-        m = doppler_signal(crop, self.dp, step=1)
+        m = doppler_signal(crop, self.dp, step=STEP)
         sim = similarity(structure(crop, m), gst)
         if sim < self.min_similarity:
             return None, "Doppler: waiting for a GS image of this section"
