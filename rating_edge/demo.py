@@ -371,10 +371,11 @@ def read_log_events(path) -> list[dict]:
 
 
 def summarize(report: dict, sidecar: list[dict], pairs: list[dict], bench: dict | None = None) -> dict:
-    """Accuracy of the scores as displayed (temporally aggregated where the runtime aggregated, else the
-    pair's own) against the phantom truth of the pair's Doppler frame, plus the speed figures."""
+    """Accuracy against the phantom truth of each scored pair's Doppler frame: of the score the overlay
+    displays (the pair's combined grade, its main line) and of the temporally aggregated line under it
+    (the pair's own score where the runtime did not aggregate), plus the speed figures."""
     truth = truth_by_frame(sidecar)
-    n = hit = hit_pair = no_truth = 0
+    n = hit = hit_agg = no_truth = 0
     confusion = [[0] * 4 for _ in range(4)]
     for p in pairs:
         rec = truth.get(int(p["frame_doppler"]))
@@ -382,11 +383,12 @@ def summarize(report: dict, sidecar: list[dict], pairs: list[dict], bench: dict 
         if t is None:
             no_truth += 1
             continue
-        shown = p.get("agg_combined")
-        shown = int(p["combined"]) if shown is None else int(shown)
+        shown = int(p["combined"])
+        agg = p.get("agg_combined")
+        agg = shown if agg is None else int(agg)
         n += 1
         hit += int(shown == t)
-        hit_pair += int(int(p["combined"]) == t)
+        hit_agg += int(agg == t)
         if 0 <= t < 4 and 0 <= shown < 4:
             confusion[t][shown] += 1
     lat = report.get("latency_ms", {})
@@ -395,7 +397,7 @@ def summarize(report: dict, sidecar: list[dict], pairs: list[dict], bench: dict 
         "pairs_with_truth": n,
         "pairs_without_truth": no_truth,
         "accuracy_displayed": hit / n if n else None,
-        "accuracy_per_pair": hit_pair / n if n else None,
+        "accuracy_aggregated": hit_agg / n if n else None,
         "confusion_truth_x_shown": confusion,
         "frames_in": report.get("frames_in"), "frames_out": report.get("frames_out"),
         "frames_dropped": report.get("frames_dropped"),
@@ -423,8 +425,8 @@ def format_summary(s: dict, precision_note: str = "") -> str:
     lines.append(f"combined-score accuracy (displayed) vs phantom truth : {_f(acc and 100 * acc)} % "
                  f"of {s['pairs_with_truth']} scored pairs"
                  + (f" ({s['pairs_without_truth']} without truth)" if s["pairs_without_truth"] else ""))
-    acc_p = s["accuracy_per_pair"]
-    lines.append(f"combined-score accuracy (each pair, no aggregation)   : {_f(acc_p and 100 * acc_p)} %")
+    acc_a = s["accuracy_aggregated"]
+    lines.append(f"combined-score accuracy (aggregated line, N pairs)    : {_f(acc_a and 100 * acc_a)} %")
     lines.append(f"runtime latency ms  infer p50/p99 {_f(s['latency_infer_ms']['p50'])}/{_f(s['latency_infer_ms']['p99'])}"
                  f"   total p50/p99 {_f(s['latency_total_ms']['p50'])}/{_f(s['latency_total_ms']['p99'])}")
     lines.append(f"frames in/out/dropped {s['frames_in']}/{s['frames_out']}/{s['frames_dropped']}")

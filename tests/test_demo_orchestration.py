@@ -99,14 +99,14 @@ def test_summary_from_report_sidecar_and_log(tmp_path):
     assert find_sidecar(tmp_path / "scanner.mp4") == sidecar
     s = summarize(report, read_sidecar(sidecar), read_log_pairs(log), bench)
     assert s["pairs_scored"] == 5 and s["pairs_with_truth"] == 4 and s["pairs_without_truth"] == 1
-    # truth combined: frame1 2, frame3 2, frame5 2, frame7 3; shown: 2, 2, 1, 3
-    assert s["accuracy_displayed"] == pytest.approx(3 / 4)
-    assert s["accuracy_per_pair"] == pytest.approx(2 / 4)  # own scores 2, 1, 1, 3
-    assert s["confusion_truth_x_shown"][2] == [0, 1, 2, 0] and s["confusion_truth_x_shown"][3][3] == 1
+    # truth combined: frame1 2, frame3 2, frame5 2, frame7 3; displayed (the pair's own): 2, 1, 1, 3
+    assert s["accuracy_displayed"] == pytest.approx(2 / 4)
+    assert s["accuracy_aggregated"] == pytest.approx(3 / 4)  # aggregated line: 2 (own), 2, 1, 3
+    assert s["confusion_truth_x_shown"][2] == [0, 2, 1, 0] and s["confusion_truth_x_shown"][3][3] == 1
     assert s["latency_infer_ms"] == {"p50": 4.0, "p99": 6.5}
     assert s["bench"]["package"]["name"] == "stack-int8" and s["bench"]["naive"]["pairs_per_s"] == 5.0
     text = format_summary(s, "int8")
-    assert "75.0 %" in text and "8.00x" in text and "stack-int8" in text
+    assert "50.0 %" in text and "75.0 %" in text and "8.00x" in text and "stack-int8" in text
 
 
 def test_truth_combined_forms():
