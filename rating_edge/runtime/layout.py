@@ -46,6 +46,7 @@ class LayoutParams:
     box_min_gray: int = 100  # box outlines are drawn light gray; dim noise dots in shadows are not outline
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
     no_signal_std: float = 3.0
+    redetect_every: int = 3  # find image areas every N frames (a screen layout changes rarely); 1 = always
 
 
 @dataclass
@@ -327,9 +328,11 @@ class LayoutDetector:
         self._prev = None
         self._held = None
         self._prev_size = None
+        self._boxes = None  # image areas found on a recent frame
+        self._since = 0
 
     def reset(self):
-        self._prev = self._held = None
+        self._prev = self._held = self._boxes = None
 
     def _ui_mask(self, W, H, f):
         if not self.profile.ui_regions:
@@ -352,20 +355,25 @@ class LayoutDetector:
         img = check_image(frame_bgr, "frame")
         H, W = img.shape[:2]
         if self._prev_size != (W, H):  # resolution change: nothing from before is comparable
-            self._prev, self._prev_size = None, (W, H)
+            self._prev, self._prev_size, self._boxes = None, (W, H), None
         f = max(1, W // DETECT_WIDTH)
         # every f-th pixel, contiguous (nearest-neighbour keeps the speckle texture that area averaging
         # would smooth away)
         small = cv2.resize(img, ((W + f - 1) // f, (H + f - 1) // f), interpolation=cv2.INTER_NEAREST) if f > 1 else img
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         if no_signal(gray, self.p):
+            self._boxes = None
             return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
             boxes_full = [_scale_box(a, sx, sy) for a in self.profile.areas]
+        elif self._boxes is not None and self._since < self.p.redetect_every - 1:
+            self._since += 1
+            boxes_full = self._boxes
         else:
             boxes = find_image_areas(gray, self.p, self._ui_mask(W, H, f), small)
             boxes_full = [(x * f, y * f, min(w * f, W - x * f), min(h * f, H - y * f)) for x, y, w, h in boxes]
+            self._boxes, self._since = boxes_full, 0
         if self.profile.layout == "auto":
             layout = decide_layout(boxes_full)
         else:
