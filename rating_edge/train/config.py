@@ -49,11 +49,12 @@ class TrainConfig:
         return cfg
 
 
-# The paper's optimiser, schedule and batch; the tiny preset keeps them but trains for fewer epochs
-# (so the step decay is scaled to fire at the same fractions of training).
+# The paper's optimiser, schedule and batch. The tiny preset keeps Adam, x0.3 step decay and batch 64 but
+# takes far fewer steps, so it uses a 10x learning rate and decays every 5 epochs; 8 epochs on 600 phantom
+# pairs reach 0.945 combined accuracy on a separate phantom test set (docs/readme/training.md).
 TRAIN_PRESETS = {
     "paper": TrainConfig(),
-    "tiny": TrainConfig(epochs=12, head_epochs=30, lr=3e-3, step_epochs=5, jigsaw_epochs=5),
+    "tiny": TrainConfig(epochs=8, head_epochs=30, lr=3e-3, step_epochs=5, jigsaw_epochs=5),
 }
 
 
