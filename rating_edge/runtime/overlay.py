@@ -42,14 +42,20 @@ class OverlayState:
     extra: dict = field(default_factory=dict)
 
 
-def heat_wash(region_bgr: np.ndarray, heat: np.ndarray) -> None:
-    """Yellow wash in place: alpha = HEAT_ALPHA * map where map >= 0.2, else untouched."""
-    h, w = region_bgr.shape[:2]
-    if h < 2 or w < 2 or heat is None:
-        return
+def heat_alpha(heat: np.ndarray, w: int, h: int) -> np.ndarray | None:
+    """Per-pixel alpha (float32, h x w) of the yellow wash: HEAT_ALPHA * map where map >= 0.2, else 0."""
+    if heat is None or h < 2 or w < 2:
+        return None
     m = cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     a = np.where(m >= HEAT_MIN, np.clip(m, 0, 1) * HEAT_ALPHA, 0).astype(np.float32)
-    if not a.any():
+    return a if a.any() else None
+
+
+def heat_wash(region_bgr: np.ndarray, heat: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """Yellow wash in place: alpha = HEAT_ALPHA * map where map >= 0.2, else untouched."""
+    h, w = region_bgr.shape[:2]
+    a = alpha if alpha is not None else heat_alpha(heat, w, h)
+    if a is None:
         return
     yellow = np.empty_like(region_bgr)
     yellow[:] = YELLOW
@@ -142,9 +148,15 @@ def render(frame_bgr: np.ndarray, lo: FrameLayout | None, st: OverlayState, out:
             x, y, w, h = (int(v) for v in roi)
             x, y = max(0, x), max(0, y)
             w, h = min(w, W - x), min(h, H - y)
-            if st.show_heat:
+            if st.show_heat and w > 1 and h > 1:
                 heat = res.heat_doppler if a.mode == "doppler" else res.heat_gs
-                heat_wash(out[y:y + h, x:x + w], heat)
+                key = (id(res), a.mode, w, h)  # the wash changes with the result, not with the frame
+                cache = st.extra.setdefault("alpha", {})
+                if key not in cache:
+                    cache.clear() if len(cache) > 4 else None
+                    cache[key] = heat_alpha(heat, w, h)
+                if cache[key] is not None:
+                    heat_wash(out[y:y + h, x:x + w], heat, cache[key])
             cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), ROI_COLOUR, thick)
     lines = panel_lines(st)
     lh = int(26 * scale) + 4
