@@ -307,3 +307,33 @@ assert not bad, bad[:5]
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_pipe_and_snapshot_sinks(tmp_path):
+    from rating_edge.runtime.sinks import PipeSink, SnapshotSink
+
+    out = tmp_path / "raw.bgr"
+    sink = PipeSink(f"sh -c 'cat > {out}'  # {{w}}x{{h}}@{{fps}}", fps=10)
+    frames = [np.full((48, 64, 3), i, np.uint8) for i in range(3)]
+    for f in frames:
+        sink.write(f)
+    sink.write(np.zeros((96, 128, 3), np.uint8))  # resolution change: scaled to the pipe's size
+    sink.close()
+    assert out.stat().st_size == 4 * 48 * 64 * 3
+    snap = SnapshotSink(tmp_path / "snaps", every=2)
+    for f in frames:
+        snap.write(f)
+    snap.request()
+    snap.write(frames[0])
+    assert len(list((tmp_path / "snaps").glob("*.png"))) == 2
+
+
+def test_profile_detect_cli(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "rating_edge", "profile", "detect", "--source",
+                        "phantom://?seed=3&size=640x360&layout=dual&theme=sierra", "--frames", "5", "--out",
+                        str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from rating_edge.runtime.layout import load_profile
+
+    p = load_profile(tmp_path / "p.yaml")
+    assert p.layout == "dual" and len(p.areas) == 2 and p.frame_size == (640, 360)
