@@ -36,6 +36,30 @@ def convert_fp16(src, dst) -> Path:
             for a in n.attribute:
                 if a.name == "to" and a.i == TensorProto.FLOAT and declared.get(n.output[0]) == TensorProto.FLOAT16:
                     a.i = TensorProto.FLOAT16
+    # keep_io_types can still leave an output FP16 when its producer is a blocked (FP32) op: the
+    # converter then casts it down at the output. The package promises FP32 outputs, so cast back up.
+    producer = {o: n for n in m16.graph.node for o in n.output}
+    for out in m16.graph.output:
+        tt = out.type.tensor_type
+        if tt.elem_type != TensorProto.FLOAT16:
+            continue
+        node = producer.get(out.name)
+        if node is not None and node.op_type == "Cast":
+            for a in node.attribute:
+                if a.name == "to":
+                    a.i = TensorProto.FLOAT
+        else:
+            half = out.name + "_fp16"
+            for n in m16.graph.node:
+                n.output[:] = [half if o == out.name else o for o in n.output]
+                if n is not node:
+                    n.input[:] = [half if i == out.name else i for i in n.input]
+            m16.graph.node.append(onnx.helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT,
+                                                        name=out.name + "_to_fp32"))
+        tt.elem_type = TensorProto.FLOAT
+    # The converter's intermediate type annotations can disagree with what it emitted (e.g. Identity
+    # of a converted constant); they are optional, so drop them and let the consumer infer types.
+    del m16.graph.value_info[:]
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     big = m16.ByteSize() > (1 << 31) - (1 << 26)
