@@ -8,7 +8,8 @@ if not hasattr(export, "export_package"):
     pytest.skip("exporter not in this build", allow_module_level=True)
 
 from rating_edge.bench.plan import count_package, count_structure, plan  # noqa: E402
-from rating_edge.model.init import write_random_ensemble  # noqa: E402
+from rating_edge.model.checkpoint import save_ensemble  # noqa: E402
+from rating_edge.model.networks import build_network  # noqa: E402
 from rating_edge.spec import preset  # noqa: E402
 
 
@@ -33,13 +34,21 @@ def resnet18_macs(width, size):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
+    # plain default-initialised networks: counting needs shapes, not calibrated weights (and the
+    # random-ensemble initialiser's BatchNorm calibration costs a minute of CPU)
     d = tmp_path_factory.mktemp("ckpt") / "ens"
-    write_random_ensemble(d, preset("tiny"), 0, False)
+    sp = preset("tiny")
+    save_ensemble(d, sp, {nid: build_network(nid, sp).eval() for nid in sp.network_ids()})
     return d
 
 
-def test_stack_export_counts_every_backbone(ckpt, tmp_path):
-    pkg = export.export_package(ckpt, tmp_path / "pkg", fuse="stack")
+@pytest.fixture(scope="module")
+def stack_pkg(ckpt, tmp_path_factory):
+    return export.export_package(ckpt, tmp_path_factory.mktemp("pkg") / "stack", fuse="stack")
+
+
+def test_stack_export_counts_every_backbone(stack_pkg):
+    pkg = stack_pkg
     sp = preset("tiny")
     c = count_package(pkg)
     backbones = sp.folds * sp.seeds * sp.tasks * 3  # SH: F + G, VS: one, per network
@@ -53,9 +62,9 @@ def test_stack_export_counts_every_backbone(ckpt, tmp_path):
 
 
 
-def test_structure_count_matches_the_real_stack_export(ckpt, tmp_path):
+def test_structure_count_matches_the_real_stack_export(stack_pkg):
     """`plan --preset` (no package) counts what the exporter's stack graph really computes."""
-    real = count_package(export.export_package(ckpt, tmp_path / "pkg", fuse="stack"))
+    real = count_package(stack_pkg)
     est = count_structure(preset("tiny"))
     assert est.macs == pytest.approx(real.macs, rel=0.03)
     assert est.params == pytest.approx(real.params, rel=0.03)
