@@ -83,3 +83,25 @@ def test_bench_cli_rows(tmp_path, monkeypatch):
         assert rep["machine"]["threads"] == 1
     finally:
         torch.set_num_threads(old)
+
+
+def test_bench_runtime_overhead_cli(tmp_path):
+    """`bench --runtime` alone measures the runtime's own per-frame cost and records every stage."""
+    from typer.testing import CliRunner
+
+    from rating_edge.cli import app
+
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(app, ["bench", "--runtime", "phantom://?seed=0&fps=30&size=640x360", "--runtime-frames", "12",
+                                   "--runtime-size", "640x360", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    import json
+
+    rep = json.loads(out.read_text())
+    ro = rep["runtime_overhead"]
+    assert ro["frames"] == 12 and ro["size"] == [640, 360]
+    assert set(ro["latency_ms"]) >= {"capture", "layout", "pairing", "preprocess", "score", "render", "total"}
+    assert ro["latency_ms"]["total"]["p50"] > 0
+    assert rep["results"] == [] and "machine" in rep
+    res = CliRunner().invoke(app, ["bench"])
+    assert res.exit_code != 0

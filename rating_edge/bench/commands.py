@@ -69,16 +69,20 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_cmd(
         packages: list[Path] = typer.Argument(None, help="Model packages to measure."),
-        reference: Path = typer.Option(..., "--reference", help="Reference checkpoint (the naive baseline)."),
+        reference: Path = typer.Option(None, "--reference", help="Reference checkpoint (the naive baseline)."),
         none_pkg: Path = typer.Option(None, "--none", help="A `none` package (default: exported to a temp folder)."),
         iters: int = typer.Option(20, help="Timed pairs per row."),
         warmup: int = typer.Option(3, help="Untimed pairs per row first."),
         json_out: Path = typer.Option(None, "--json", help="Write {machine, results} here."),
         seed: int = typer.Option(0, help="Seed of the random pair used."),
         threads: int = typer.Option(None, help="Threads for every row (PyTorch and ONNX Runtime); default: all cores."),
+        runtime: str = typer.Option(None, "--runtime", help="Also measure the runtime's own cost per frame (engine "
+                                    "excluded) on this source, e.g. 'phantom://?seed=0&fps=30' or a video file."),
+        runtime_frames: int = typer.Option(300, help="Frames for --runtime."),
+        runtime_size: str = typer.Option("1920x1080", help="Frame size WxH for --runtime."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
-        from rating_edge.bench.core import render_table, run_bench
+        from rating_edge.bench.core import machine_info, render_table, run_bench
         from rating_edge.export.inputs import random_pairs
         from rating_edge.model.checkpoint import read_manifest
         from rating_edge.package import load_package
@@ -86,6 +90,13 @@ def register(app: typer.Typer) -> None:
 
         if iters < 1 or warmup < 0:
             raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
+        if reference is None:
+            if runtime is None:
+                raise RatingEdgeError("give --reference CKPT (the naive baseline) and packages, and/or --runtime SOURCE")
+            report = {"machine": machine_info(threads), "results": []}
+            report["runtime_overhead"] = _runtime_overhead(runtime, runtime_frames, runtime_size)
+            _finish(report, json_out)
+            return
         spec = read_manifest(reference)["spec_obj"]
         for p in packages or []:
             if load_package(p).spec != spec:
@@ -101,6 +112,36 @@ def register(app: typer.Typer) -> None:
             cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print)
             report = run_bench(cands, iters, warmup, log=console.print, threads=threads)
         console.print(render_table(report))
-        if json_out:
-            json_out.write_text(json.dumps(report, indent=2))
-            console.print(f"wrote {json_out}")
+        if runtime is not None:
+            report["runtime_overhead"] = _runtime_overhead(runtime, runtime_frames, runtime_size, spec.input_size)
+        _finish(report, json_out)
+
+
+def _runtime_overhead(source: str, frames: int, size: str, input_size: int = 224) -> dict:
+    """The runtime's own per-frame cost next to the engine rows (its target is p95 <= 10 ms at 1080p)."""
+    from rich.table import Table
+
+    from rating_edge.runtime.overhead import measure_runtime_overhead
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise RatingEdgeError(f"--runtime-size {size!r}: expected WxH, e.g. 1920x1080") from None
+    if frames < 1:
+        raise RatingEdgeError("--runtime-frames must be at least 1")
+    console.print(f"bench runtime: {frames} frames of {w}x{h} from {source} (engine excluded)")
+    res = measure_runtime_overhead(source, frames=frames, size=(w, h), input_size=input_size)
+    t = Table(title=f"runtime overhead per {w}x{h} frame, engine excluded ({res['frames']} frames, "
+                    f"{res['pairs']} pairs, {res['cpu_ms_per_frame']:.1f} CPU ms/frame)")
+    for col in ("stage", "p50 ms", "p95 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, pc in res["latency_ms"].items():
+        t.add_row(stage, *("-" if pc[k] is None else f"{pc[k]:.2f}" for k in ("p50", "p95", "p99")))
+    console.print(t)
+    return res
+
+
+def _finish(report: dict, json_out) -> None:
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {json_out}")
