@@ -94,6 +94,9 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        if len(self.records) > 1:
+            # many sessions run one after another: spinning thread pools would fight over the cores
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = []
         for rec in self.records:
             path = self.package.file(rec["file"])
