@@ -116,20 +116,6 @@ def synthetic_pairs(n: int, size: int, seed: int = 0):
     return np.stack(gs), np.stack(dop), np.asarray(labels, np.int64)
 
 
-def test_helper_package_runs(tmp_path):
-    from rating_edge.runtime.engines import make_runner
-    from rating_edge.spec import preset
-
-    spec = EnsembleSpec(folds=1, width=8, input_size=64, hidden=32)
-    pkg = make_none_package(tmp_path / "pkg", spec)
-    gs, dop, _ = synthetic_pairs(3, 64)
-    with make_runner(pkg, "ort") as r:
-        out = r.infer({"gs": gs, "doppler": dop})
-    assert out["sh_prob"].shape == (3, 1, 3, 2) and out["heat_gs"].shape == (3, 2, 2)
-    assert np.all((out["sh_prob"] > 0) & (out["sh_prob"] < 1))
-    assert preset("tiny").input_size == 64
-
-
 class _Fused(torch.nn.Module):
     """All networks in one graph with the package's fused outputs (sh_prob, vs_prob, heat_*)."""
 
