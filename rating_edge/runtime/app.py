@@ -18,7 +18,7 @@ from rating_edge.runtime.aggregate import TemporalAggregator
 from rating_edge.runtime.capture import CaptureThread, open_source
 from rating_edge.runtime.layout import FrameLayout, LayoutDetector, Profile, load_profile
 from rating_edge.runtime.overlay import OverlayState, render
-from rating_edge.runtime.pairing import Pairer
+from rating_edge.runtime.pairing import MIN_SIMILARITY, Pairer
 from rating_edge.runtime.session_log import SessionLog
 from rating_edge.runtime.sinks import PipeSink, SnapshotSink, VideoFileSink, WindowSink
 from rating_edge.runtime.stats import RunStats
@@ -44,7 +44,7 @@ class RunConfig:
     pace: bool | None = None  # None: live sources paced, recordings as fast as processed
     every_pair: bool = False  # score every pair inline (offline analysis) instead of latest-pair-wins
     max_pair_age_s: float = 3.0
-    min_similarity: float = 0.6
+    min_similarity: float = MIN_SIMILARITY
     quiet: bool = True
 
 

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from rating_edge.runtime.pairing import MIN_SIMILARITY
+
 
 def register(app: typer.Typer) -> None:
     profile_app = typer.Typer(help="Scanner profiles: where the image areas, UI and ROI are on the screen.",
@@ -37,7 +39,7 @@ def register(app: typer.Typer) -> None:
                                         "(offline analysis) instead of the latest-pair-wins worker."),
         max_pair_age: float = typer.Option(3.0, "--max-pair-age", help="Oldest GS image (s) a Doppler image "
                                            "may be paired with."),
-        min_similarity: float = typer.Option(0.6, "--min-similarity", help="Gray-structure correlation a GS "
+        min_similarity: float = typer.Option(MIN_SIMILARITY, "--min-similarity", help="Gray-structure correlation a GS "
                                              "and a Doppler image need to count as one section."),
     ):
         """Score a scanner feed in real time and draw the result on it."""
