@@ -351,12 +351,9 @@ def truth_by_frame(sidecar: list[dict]) -> dict:
 
 
 def read_log_pairs(path) -> list[dict]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM pairs ORDER BY id")]
-    finally:
-        db.close()
+    from rating_edge.runtime.session_log import read_pairs
+
+    return read_pairs(path)
 
 
 def read_log_events(path) -> list[dict]:

@@ -87,31 +87,14 @@ def pretrain_backbone(images: np.ndarray, width: int, cfg: TrainConfig, seed: in
 
 
 def _fit_jigsaw(net, batch_fn, n, cfg, rng, on_epoch):
-    """Like `loop.fit`, but the target (the permutation) is drawn together with the batch."""
+    """`loop.train_epochs` with the target (the permutation) drawn together with the batch."""
     import torch.nn.functional as F
 
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs, gamma=cfg.gamma)
-    losses = []
-    net.train()
-    for epoch in range(cfg.jigsaw_epochs):
-        idx = rng.permutation(n)
-        total, count = 0.0, 0
-        for start in range(0, n, cfg.batch):
-            b = idx[start:start + cfg.batch]
-            if len(b) < 2:
-                continue
-            x, y = batch_fn(b)
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(b)
-            count += len(b)
-        sched.step()
-        losses.append(total / max(count, 1))
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
-    net.eval()
-    return losses
+    from rating_edge.train.loop import train_epochs
+
+    def batch_loss(b):
+        x, y = batch_fn(b)
+        return F.cross_entropy(net(x), y)
+
+    return train_epochs(net, cfg.jigsaw_epochs, cfg, lambda: rng.permutation(n), batch_loss, on_epoch)
 

@@ -13,29 +13,24 @@ from rating_edge.train.augment import augment_batch, balanced_indices
 from rating_edge.train.config import TrainConfig
 
 
-def fit(net: nn.Module, batch_fn: Callable[[np.ndarray], torch.Tensor], labels: np.ndarray, epochs: int,
-        cfg: TrainConfig, rng: np.random.Generator, on_epoch: Callable[[int, float], None] | None = None,
-        params=None) -> list[float]:
-    """Train `net` on `batch_fn(indices)` -> inputs; returns the mean training loss of each epoch.
+def train_epochs(net: nn.Module, epochs: int, cfg: TrainConfig, order: Callable[[], np.ndarray],
+                 batch_loss: Callable[[np.ndarray], torch.Tensor], on_epoch: Callable[[int, float], None] | None = None,
+                 params=None) -> list[float]:
+    """Adam + step decay over `epochs`; each epoch visits `order()` in batches; returns mean losses.
 
-    Each epoch draws len(labels) class-balanced samples anew, so rare grades are seen as often as
-    common ones without discarding data.
-    """
-    labels = np.asarray(labels, np.int64)
-    n = len(labels)
+    The one optimisation loop of every stage (supervised networks, heads, jigsaw pretraining)."""
     opt = torch.optim.Adam(params if params is not None else net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs, gamma=cfg.gamma)
     losses = []
     net.train()
     for epoch in range(epochs):
-        idx = balanced_indices(labels, n, rng)
+        idx = order()
         total, count = 0.0, 0
-        for start in range(0, n, cfg.batch):
+        for start in range(0, len(idx), cfg.batch):
             b = idx[start:start + cfg.batch]
             if len(b) < 2:  # BatchNorm cannot train on one sample
                 continue
-            logits = net(batch_fn(b))
-            loss = F.cross_entropy(logits, torch.from_numpy(labels[b]))
+            loss = batch_loss(b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -47,6 +42,20 @@ def fit(net: nn.Module, batch_fn: Callable[[np.ndarray], torch.Tensor], labels: 
             on_epoch(epoch, losses[-1])
     net.eval()
     return losses
+
+
+def fit(net: nn.Module, batch_fn: Callable[[np.ndarray], torch.Tensor], labels: np.ndarray, epochs: int,
+        cfg: TrainConfig, rng: np.random.Generator, on_epoch: Callable[[int, float], None] | None = None,
+        params=None) -> list[float]:
+    """Train `net` on `batch_fn(indices)` -> inputs; returns the mean training loss of each epoch.
+
+    Each epoch draws len(labels) class-balanced samples anew, so rare grades are seen as often as
+    common ones without discarding data.
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    return train_epochs(net, epochs, cfg, lambda: balanced_indices(labels, n, rng),
+                        lambda b: F.cross_entropy(net(batch_fn(b)), torch.from_numpy(labels[b])), on_epoch, params)
 
 
 def image_batches(images: np.ndarray, cfg: TrainConfig, rng: np.random.Generator, augment: bool = True):
