@@ -56,20 +56,10 @@ class Frames:
 
 def phantom_frames(n: int, params: PreprocessParams, seed: int = 0) -> Frames:
     """`n` fresh phantom pairs (grades drawn so every combined score is common, both Doppler kinds)."""
-    from rating_edge.phantom.joint import DOPPLER_KINDS, make_pair, sample_grades
-    from rating_edge.preprocess import prepare_pair
+    from rating_edge.phantom.dataset import phantom_arrays
 
-    rng = np.random.default_rng(seed)
-    gs, dop, labels = [], [], []
-    for i in range(n):
-        sh, vs = sample_grades(rng)
-        pair = make_pair(rng, sh, vs, DOPPLER_KINDS[i % len(DOPPLER_KINDS)])
-        g, d = prepare_pair(pair.gs, pair.doppler, pair.roi, pair.roi, params)
-        gs.append(g)
-        dop.append(d)
-        labels.append((sh, vs, max(sh, vs)))
-    return Frames(np.stack(gs), np.stack(dop), np.asarray(labels, np.int64),
-                  {"kind": "phantom", "pairs": n, "seed": seed})
+    gs, dop, labels = phantom_arrays(n, params, seed)
+    return Frames(gs, dop, labels, {"kind": "phantom", "pairs": n, "seed": seed})
 
 
 def load_frames(source: str, params: PreprocessParams, seed: int = 0) -> Frames:

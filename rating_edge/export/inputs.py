@@ -8,23 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.preprocess import PreprocessParams, prepare_pair
+from rating_edge.preprocess import PreprocessParams
 
 
 def phantom_pairs(n: int, params: PreprocessParams, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from rating_edge.phantom.joint import DOPPLER_KINDS, make_pair, sample_grades
+    from rating_edge.phantom.dataset import phantom_arrays
 
     if n < 1:
         raise RatingEdgeError(f"--phantom needs at least 1 pair, got {n}")
-    rng = np.random.default_rng(seed)
-    gs, dop = [], []
-    for i in range(n):
-        sh, vs = sample_grades(rng)
-        p = make_pair(rng, sh, vs, DOPPLER_KINDS[i % len(DOPPLER_KINDS)])
-        g, d = prepare_pair(p.gs, p.doppler, p.roi, p.roi, params)
-        gs.append(g)
-        dop.append(d)
-    return np.stack(gs), np.stack(dop)
+    gs, dop, _ = phantom_arrays(n, params, seed)
+    return gs, dop
 
 
 def random_pairs(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -72,3 +72,25 @@ def write_dataset(out, n: int, seed: int = 0, doppler: str = "cdus", patients: i
             progress(i)
     write_labels(out, records)
     return out
+
+
+def phantom_arrays(n: int, params, seed: int = 0):
+    """`n` fresh phantom pairs as network inputs, without touching disk: (gs, doppler, labels (n, 3)).
+
+    Grades from `sample_grades`, both Doppler kinds in turn, and the one preprocessing implementation,
+    so verify, bench and distillation see what a deployed engine sees."""
+    import numpy as np
+
+    from rating_edge.phantom.joint import DOPPLER_KINDS, make_pair, sample_grades
+    from rating_edge.preprocess import prepare_pair
+
+    rng = np.random.default_rng(seed)
+    gs, dop, labels = [], [], []
+    for i in range(n):
+        sh, vs = sample_grades(rng)
+        pair = make_pair(rng, sh, vs, DOPPLER_KINDS[i % len(DOPPLER_KINDS)])
+        g, d = prepare_pair(pair.gs, pair.doppler, pair.roi, pair.roi, params)
+        gs.append(g)
+        dop.append(d)
+        labels.append((sh, vs, max(sh, vs)))
+    return np.stack(gs), np.stack(dop), np.asarray(labels, np.int64)
