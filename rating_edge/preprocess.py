@@ -109,7 +109,8 @@ def doppler_mask(image_bgr: np.ndarray, params: DopplerParams | None = None) -> 
         n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
         keep = stats[:, cv2.CC_STAT_AREA] >= p.min_area
         keep[0] = False
-        mask = keep[labels]
+        if not keep[1:].all():  # relabelling costs as much as labelling: only when a speck must go
+            mask = keep[labels]
     return mask
 
 
