@@ -29,7 +29,7 @@ from torch import nn
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.heatmap import HEAT_EPS, HEAT_TASK
-from rating_edge.model.resnet import ResNet18
+from rating_edge.model.resnet import ResNet18, init_weights
 from rating_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from rating_edge.spec import EnsembleSpec, network_id
 
@@ -96,7 +96,7 @@ class Trunk(nn.Module):
         self.stages = list(stages)
         for s in stages:
             setattr(self, s, ResNet18._layer(*_stage_channels(width, s)))
-        _kaiming(self)
+        init_weights(self)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -113,21 +113,12 @@ class Branch(nn.Module):
         self.stages = list(stages)
         for s in stages:
             setattr(self, s, ResNet18._layer(*_stage_channels(width, s)))
-        _kaiming(self)
+        init_weights(self)
 
     def forward(self, x):
         for s in self.stages:
             x = getattr(self, s)(x)
         return x
-
-
-def _kaiming(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class Student(nn.Module):

@@ -9,6 +9,16 @@ import torch
 from torch import nn
 
 
+def init_weights(module: nn.Module) -> None:
+    """torchvision's ResNet initialisation (Kaiming fan-out convs, unit BatchNorm), for every ResNet-shaped net."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -48,12 +58,7 @@ class ResNet18(nn.Module):
         self.layer4 = self._layer(4 * w, 8 * w, 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(8 * w, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     @staticmethod
     def _layer(inplanes: int, planes: int, stride: int) -> nn.Sequential:
