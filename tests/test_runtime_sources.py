@@ -13,23 +13,13 @@ import pytest
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.runtime.capture import (CaptureThread, LatestSlot, Source, dicom_frames, open_source,
-                                         read_one_frame)
+                                         read_frames, read_one_frame)
 
 video = pytest.importorskip("rating_edge.phantom.video")
 
 
 def frames_of(src, limit=1000):
-    src.open()
-    out = []
-    try:
-        while len(out) < limit:
-            img, _ = src.read()
-            if img is None:
-                break
-            out.append(img)
-    finally:
-        src.close()
-    return out
+    return read_frames(src, limit)
 
 
 @pytest.fixture(scope="module")

@@ -285,6 +285,21 @@ def open_source(spec, fps: float | None = None) -> Source:
     return OpenCVSource(str(p), live=False, name=str(p))
 
 
+def read_frames(src: Source, limit: int) -> list[np.ndarray]:
+    """Up to `limit` frames from the start of a source, closed afterwards (profile detection, tests)."""
+    src.open()
+    out = []
+    try:
+        while len(out) < limit:
+            img, _ = src.read()
+            if img is None:
+                break
+            out.append(img)
+    finally:
+        src.close()
+    return out
+
+
 def read_one_frame(spec, k: int = 0) -> np.ndarray:
     """Frame `k` of an image, video, DICOM, folder or phantom source (for `inspect`)."""
     src = open_source(spec).open()

@@ -102,21 +102,12 @@ def register(app: typer.Typer) -> None:
     ):
         """Propose a scanner profile (image areas, layout) from a few frames of a source."""
         from rating_edge.errors import RatingEdgeError
-        from rating_edge.runtime.capture import open_source
+        from rating_edge.runtime.capture import open_source, read_frames
         from rating_edge.runtime.layout import propose_profile
 
         if frames < 1:
             raise RatingEdgeError("--frames must be at least 1")
-        src = open_source(source).open()
-        got = []
-        try:
-            for _ in range(frames):
-                img, _meta = src.read()
-                if img is None:
-                    break
-                got.append(img)
-        finally:
-            src.close()
+        got = read_frames(open_source(source), frames)
         prof = propose_profile(got, name=name)
         prof.save(out)
         typer.echo(f"wrote {out}: layout {prof.layout}, areas {[list(a) for a in prof.areas]} "
