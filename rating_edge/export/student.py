@@ -22,7 +22,7 @@ including Grad-CAM of the SH task-0 heads computed with forward operations only 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
