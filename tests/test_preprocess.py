@@ -121,3 +121,40 @@ def test_check_batch_and_normalize():
 def test_params_roundtrip():
     p = PreprocessParams(input_size=96)
     assert PreprocessParams.from_dict(p.to_dict()) == p
+
+
+def _plain_mask(img, p):
+    """The Doppler rule written out plainly (numpy, float32 saturation, explicit component areas)."""
+    mx, mn = img.max(axis=2).astype(np.int16), img.min(axis=2).astype(np.int16)
+    chroma = mx - mn
+    m = (chroma >= p.chroma_min) & (chroma.astype(np.float32) >= np.float32(p.saturation_min) * mx.astype(np.float32))
+    if p.min_area > 1 and m.any():
+        n, labels = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+        areas = np.bincount(labels.ravel(), minlength=n)
+        m &= areas[labels] >= p.min_area
+    return m
+
+
+@pytest.mark.parametrize("chroma_min,saturation_min,min_area", [(60, 0.45, 4), (0, 0.0, 1), (10, 0.1, 2),
+                                                                 (200, 0.9, 9), (60, 1.5, 4), (255, 0.33, 4)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_mask_and_transform_equal_the_plain_rule(chroma_min, saturation_min, min_area, seed):
+    """The LUT compare and per-channel painting are speed-ups only: the same pixels on every input."""
+    from rating_edge.preprocess import DopplerParams
+
+    rng = np.random.default_rng(seed)
+    img, _ = with_signal(gray_image(seed=seed), CDUS + PDUS)
+    # saturated colour next to near-threshold tints and lone specks, then JPEG fringes
+    img[rng.random(img.shape[:2]) < 0.05] = rng.integers(0, 256, (3,), dtype=np.uint8)
+    img = cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR)
+    noise = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    dp = DopplerParams(chroma_min, saturation_min, min_area)
+    for im in (img, noise):
+        m = _plain_mask(im, dp)
+        assert np.array_equal(doppler_mask(im, dp), m)
+        t = cv2.cvtColor(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        t[m] = (0, 0, 255)
+        assert np.array_equal(doppler_transform(im, dp), t)
+        p = PreprocessParams(input_size=32, doppler=dp)
+        want = cv2.resize(t, (32, 32), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+        assert np.array_equal(prepare_doppler(im, None, p), want)

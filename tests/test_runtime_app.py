@@ -168,3 +168,31 @@ def test_real_onnx_package_and_sigkill_keeps_the_log(tmp_path):
     assert len(rows) >= before and len(rows) >= 15
     assert sum(1 for r in rows if r[0] < kill_t - 1.0) >= before
     assert all(r[4] for r in rows)
+
+
+def test_scorer_prepares_the_sections_gs_once_and_the_same_inputs():
+    """The GS input is reused across the Doppler frames paired with one GS frame, and it is exactly what
+    preprocessing gives; a new GS frame or another ROI is prepared afresh."""
+    from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+    from rating_edge.runtime.pairing import Pair
+    from rating_edge.runtime.worker import Scorer
+
+    rng = np.random.default_rng(3)
+    p = PreprocessParams(input_size=32)
+    sc = Scorer(None, p)
+    gs1, gs2 = (rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(2))
+
+    def pair(fg, fd, gs, roi):
+        return Pair(fg, fd, fd / 10, 1, gs, rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), roi, roi,
+                    (0, 0, 120, 90), (0, 0, 120, 90), 0.9)
+
+    a = pair(1, 2, gs1, (5, 5, 80, 60))
+    g_a, d_a = sc.prepare(a)
+    assert np.array_equal(g_a[0], prepare_gs(gs1, a.roi_gs, p))
+    assert np.array_equal(d_a[0], prepare_doppler(a.doppler_bgr, a.roi_doppler, p))
+    b = pair(1, 3, gs1, (5, 5, 80, 60))
+    g_b, d_b = sc.prepare(b)
+    assert g_b is g_a and np.array_equal(d_b[0], prepare_doppler(b.doppler_bgr, b.roi_doppler, p))
+    for c in (pair(4, 5, gs2, (5, 5, 80, 60)), pair(4, 6, gs2, (0, 0, 100, 80))):
+        g_c, _ = sc.prepare(c)
+        assert g_c is not g_a and np.array_equal(g_c[0], prepare_gs(c.gs_bgr, c.roi_gs, p))

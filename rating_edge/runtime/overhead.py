@@ -11,14 +11,14 @@ import time
 import cv2
 import numpy as np
 
-from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+from rating_edge.preprocess import PreprocessParams
 from rating_edge.runtime.aggregate import TemporalAggregator
 from rating_edge.runtime.capture import open_source
 from rating_edge.runtime.layout import LayoutDetector
 from rating_edge.runtime.overlay import OverlayState, render
 from rating_edge.runtime.pairing import Pairer
 from rating_edge.runtime.stats import percentiles
-from rating_edge.runtime.worker import Result
+from rating_edge.runtime.worker import Result, Scorer
 from rating_edge.scoring import score_probs
 
 STAGES = ("capture", "layout", "pairing", "preprocess", "score", "render", "total")
@@ -51,6 +51,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
     params = PreprocessParams(input_size=input_size)
     det = LayoutDetector(doppler=params.doppler)
     pairer = Pairer()
+    scorer = Scorer(None, params)  # its preprocessing only: the engine is what this leaves out
     agg = TemporalAggregator()
     sh_p, vs_p, heat_g, heat_d = _fixed_outputs()
     st = OverlayState(model_id="overhead", fps=30.0)
@@ -80,8 +81,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
             t3 = time.perf_counter()
             t4 = t5 = t3
             if pair is not None:
-                gs = prepare_gs(pair.gs_bgr, pair.roi_gs, params)[None]
-                dop = prepare_doppler(pair.doppler_bgr, pair.roi_doppler, params)[None]
+                gs, dop = scorer.prepare(pair)
                 assert gs.shape == dop.shape
                 t4 = time.perf_counter()
                 sc = score_probs(sh_p[None], vs_p[None])

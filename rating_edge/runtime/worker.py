@@ -46,12 +46,22 @@ class Scorer:
         size = getattr(getattr(runner, "spec", None), "input_size", None)
         if size and size != self.params.input_size:
             self.params = PreprocessParams.from_dict({**self.params.to_dict(), "input_size": size})
+        self._gs_key = self._gs_input = None
+
+    def prepare(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+        """Engine inputs (1, S, S, 3) of a pair. A single-layout scanner pairs every Doppler frame of a
+        section with the same GS frame, so that GS input is prepared once and reused while the GS
+        frame, its size and the ROI stay the same."""
+        key = (pair.frame_gs, pair.gs_bgr.shape, pair.roi_gs, pair.layout)
+        if key != self._gs_key:
+            self._gs_key, self._gs_input = None, prepare_gs(pair.gs_bgr, pair.roi_gs, self.params)[None]
+            self._gs_key = key
+        return self._gs_input, prepare_doppler(pair.doppler_bgr, pair.roi_doppler, self.params)[None]
 
     def score(self, pair: Pair) -> Result:
         t0 = time.perf_counter()
         try:
-            gs = prepare_gs(pair.gs_bgr, pair.roi_gs, self.params)[None]
-            dop = prepare_doppler(pair.doppler_bgr, pair.roi_doppler, self.params)[None]
+            gs, dop = self.prepare(pair)
             t1 = time.perf_counter()
             out = self.runner.infer({"gs": gs, "doppler": dop})
             t2 = time.perf_counter()
