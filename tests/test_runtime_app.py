@@ -196,3 +196,73 @@ def test_scorer_prepares_the_sections_gs_once_and_the_same_inputs():
     for c in (pair(4, 5, gs2, (5, 5, 80, 60)), pair(4, 6, gs2, (0, 0, 100, 80))):
         g_c, _ = sc.prepare(c)
         assert g_c is not g_a and np.array_equal(g_c[0], prepare_gs(c.gs_bgr, c.roi_gs, p))
+
+
+class ScriptedWindow:
+    """A window without a GUI: the same mouse handling as the real one, keys and drags from a script
+    keyed by frame number, every shown frame kept."""
+
+    def __init__(self, keys: dict, drags: dict):
+        from rating_edge.runtime.sinks import WindowControls
+
+        self.name = "window"
+        self.controls = WindowControls()
+        self.keys, self.drags, self.shown, self.n = keys, drags, [], 0
+
+    @property
+    def roi(self):
+        return self.controls.roi
+
+    @roi.setter
+    def roi(self, v):
+        self.controls.roi = v
+
+    def write(self, frame):
+        self.shown.append(frame.copy())
+
+    def key(self):
+        self.n += 1
+        for ev in self.drags.get(self.n, []):
+            self.controls.mouse(*ev)
+        return ord(self.keys[self.n]) if self.n in self.keys else 255
+
+    def close(self):
+        pass
+
+
+def test_window_keys_and_mouse_drive_the_overlay(tmp_path, phantom_mp4):
+    """h heat, ? help, mouse-drawn ROI, r reset, f freeze, s snapshot, q quit, as the `?` help lists."""
+    mp4, truth = phantom_mp4
+    down, move, up = cv2.EVENT_LBUTTONDOWN, cv2.EVENT_MOUSEMOVE, cv2.EVENT_LBUTTONUP
+    tiny = [(down, 5, 5), (up, 9, 9)]  # a click is not an ROI
+    drag = [(down, 100, 60), (move, 200, 150), (up, 260, 200)]
+    keys = {2: "h", 4: "h", 5: "?", 9: "r", 10: "s", 30: "f", 60: "q"}  # Doppler (scores) from frame 25
+    win = ScriptedWindow(keys, {6: tiny, 7: drag})
+    seen = []
+    cfg = RunConfig(source=str(mp4), every_pair=True, snapshots=str(tmp_path / "snaps"))
+    runner = FakeRunner()
+    calls = []
+    r = run(cfg, runner=runner, window=win,
+            on_frame=lambda fr, lo, st, img: (calls.append(runner.calls), seen.append(
+                (st.show_heat, st.show_help, st.roi_override, st.frozen_overlay, st.result))))
+    # frame k's state is drawn before frame k's key is read
+    assert [s[0] for s in seen[:6]] == [True, True, False, False, True, True]
+    assert seen[4][1] is False and seen[5][1] is True
+    assert seen[6][2] is None and seen[7][2] == (100, 60, 160, 140) and seen[9][2] is None
+    # snapshot taken on the frame after `s`, and it is that shown frame
+    snaps = sorted((tmp_path / "snaps").glob("*.png"))
+    assert len(snaps) == 1 and np.array_equal(cv2.imread(str(snaps[0])), win.shown[10])
+    # frozen overlay: the shown result stops changing while new pairs are still scored
+    frozen = [s[4] for s in seen[30:60]]
+    assert frozen[0] is not None and all(x is frozen[0] for x in frozen) and seen[30][3] and not seen[29][3]
+    assert calls[59] > calls[30]  # pairs were still scored, but not shown
+    assert r["frames_out"] == 60 < len(truth)
+
+
+def test_snapshot_key_without_a_folder_uses_the_default(tmp_path, phantom_mp4, monkeypatch):
+    from rating_edge.runtime.app import DEFAULT_SNAPSHOTS
+
+    monkeypatch.chdir(tmp_path)
+    mp4, _ = phantom_mp4
+    run(RunConfig(source=str(mp4), max_frames=6), window=ScriptedWindow({2: "s"}, {}))
+    assert len(list((tmp_path / DEFAULT_SNAPSHOTS).glob("*.png"))) == 1

@@ -90,8 +90,31 @@ def _open_runner(cfg: RunConfig, runner, report_error):
     return Scorer(runner), mh, mh, None
 
 
-def run(cfg: RunConfig, runner=None, on_frame=None) -> dict:
-    """Run a session; returns the report dict (also written to cfg.report). `runner` injects an engine."""
+DEFAULT_SNAPSHOTS = "rating-edge-snapshots"
+
+
+def handle_key(k: int, state: OverlayState, window, snap: SnapshotSink | None) -> tuple[bool, SnapshotSink | None]:
+    """One key press in the window (the `?` help lists them): (quit?, snapshot sink). Without
+    --snapshots the first `s` creates ./rating-edge-snapshots, so a snapshot is never silently lost."""
+    if k in (ord("q"), 27):
+        return True, snap
+    if k == ord("h"):
+        state.show_heat = not state.show_heat
+    elif k == ord("?"):
+        state.show_help = not state.show_help
+    elif k == ord("f"):
+        state.frozen_overlay = not state.frozen_overlay
+    elif k == ord("r"):
+        window.roi, state.roi_override = None, None
+    elif k == ord("s"):
+        snap = snap or SnapshotSink(DEFAULT_SNAPSHOTS)
+        snap.request()
+    return False, snap
+
+
+def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
+    """Run a session; returns the report dict (also written to cfg.report). `runner` injects an engine,
+    `window` a window sink (anything with write, key, roi, close: tests drive keys and mouse with it)."""
     profile = load_profile(cfg.profile) if cfg.profile else Profile()
     log = None
     stats = RunStats()
@@ -119,8 +142,9 @@ def run(cfg: RunConfig, runner=None, on_frame=None) -> dict:
         snap = SnapshotSink(cfg.snapshots, cfg.snapshot_every) if cfg.snapshots else None
         if snap:
             sinks.append(snap)
-        window = WindowSink(fullscreen=cfg.fullscreen) if cfg.display else None
-        if window:
+        if window is None and cfg.display:
+            window = WindowSink(fullscreen=cfg.fullscreen)
+        if window is not None:
             sinks.append(window)
         if scorer is not None and not cfg.every_pair:
             worker = InferenceWorker(scorer)
@@ -216,19 +240,12 @@ def run(cfg: RunConfig, runner=None, on_frame=None) -> dict:
             if on_frame is not None:
                 on_frame(fr, lo, state, buf)
             if window is not None:
-                k = window.key()
-                if k in (ord("q"), 27):
+                had = snap
+                stop, snap = handle_key(window.key(), state, window, snap)
+                if snap is not had:  # the first `s` without --snapshots: written from the next frame on
+                    sinks.insert(0, snap)
+                if stop:
                     break
-                if k == ord("h"):
-                    state.show_heat = not state.show_heat
-                elif k == ord("?"):
-                    state.show_help = not state.show_help
-                elif k == ord("f"):
-                    state.frozen_overlay = not state.frozen_overlay
-                elif k == ord("r"):
-                    window.roi, state.roi_override = None, None
-                elif k == ord("s") and snap is not None:
-                    snap.request()
         if cap.error is not None:
             errors("capture", f"{type(cap.error).__name__}: {cap.error}")
         if worker is not None:  # the last submitted pair still counts

@@ -132,23 +132,15 @@ class SnapshotSink(Sink):
             cv2.imwrite(str(self.folder / f"snapshot_{self.count:04d}_{int(time.time())}.png"), frame)
 
 
-class WindowSink(Sink):
-    """cv2.imshow window with keys and mouse ROI drawing; needs an OpenCV with a GUI backend."""
+class WindowControls:
+    """The mouse side of the window, without a GUI: a left-button drag of more than 8 px each way
+    becomes the user's ROI (frame pixels); `drag` is the rectangle being drawn."""
 
-    def __init__(self, title: str = "rating-edge", fullscreen: bool = False):
-        if not gui_available():
-            raise RatingEdgeError("this OpenCV build has no GUI (opencv-python-headless), so --display cannot open "
-                                  "a window; install opencv-python (not -headless) or use --out / --pipe")
-        self.title = title
-        self.name = "window"
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-        if fullscreen:
-            cv2.setWindowProperty(title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+    def __init__(self):
         self.drag = None
         self.roi = None  # (x, y, w, h) once a drag ends
-        cv2.setMouseCallback(title, self._mouse)
 
-    def _mouse(self, event, x, y, flags, param):
+    def mouse(self, event, x, y, flags=0, param=None):
         if event == cv2.EVENT_LBUTTONDOWN:
             self.drag = (x, y, x, y)
         elif event == cv2.EVENT_MOUSEMOVE and self.drag is not None:
@@ -159,12 +151,33 @@ class WindowSink(Sink):
             if abs(x1 - x0) > 8 and abs(y1 - y0) > 8:
                 self.roi = (min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0))
 
+    def with_drag(self, frame: np.ndarray) -> np.ndarray:
+        """The frame to show: a copy with the rectangle being dragged, or the frame itself."""
+        if self.drag is None:
+            return frame
+        frame = frame.copy()
+        x0, y0, x1, y1 = self.drag
+        cv2.rectangle(frame, (x0, y0), (x1, y1), (255, 255, 255), 1)
+        return frame
+
+
+class WindowSink(Sink, WindowControls):
+    """cv2.imshow window with keys and mouse ROI drawing; needs an OpenCV with a GUI backend."""
+
+    def __init__(self, title: str = "rating-edge", fullscreen: bool = False):
+        if not gui_available():
+            raise RatingEdgeError("this OpenCV build has no GUI (opencv-python-headless), so --display cannot open "
+                                  "a window; install opencv-python (not -headless) or use --out / --pipe")
+        WindowControls.__init__(self)
+        self.title = title
+        self.name = "window"
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        if fullscreen:
+            cv2.setWindowProperty(title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        cv2.setMouseCallback(title, self.mouse)
+
     def write(self, frame):
-        if self.drag is not None:
-            frame = frame.copy()
-            x0, y0, x1, y1 = self.drag
-            cv2.rectangle(frame, (x0, y0), (x1, y1), (255, 255, 255), 1)
-        cv2.imshow(self.title, frame)
+        cv2.imshow(self.title, self.with_drag(frame))
 
     def key(self) -> int:
         return cv2.waitKey(1) & 0xFF
