@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.preprocess import DopplerParams, check_image
+from rating_edge.preprocess import DopplerParams, check_image, colour_mask_u8
 
 DETECT_WIDTH = 480  # working width of area detection
 
@@ -259,21 +259,19 @@ def decide_layout(boxes: list) -> str:
 def doppler_signal(area_bgr: np.ndarray, dp: DopplerParams, step: int = 2) -> np.ndarray:
     """Doppler signal mask at 1/step resolution: saturated colour in compact blobs.
 
-    Same colour rule as preprocess.doppler_mask (chroma and saturation), computed from HSV for speed;
-    a 3x3 opening removes strokes (coloured text, markers, box outlines) and chroma fringes.
+    The colour rule of preprocess.doppler_mask (chroma and saturation) on every step-th pixel; a 3x3
+    opening removes strokes (coloured text, markers, box outlines) and chroma fringes.
     """
     h, w = area_bgr.shape[:2]
     small = cv2.resize(area_bgr, ((w + step - 1) // step, (h + step - 1) // step),
                        interpolation=cv2.INTER_NEAREST) if step > 1 else area_bgr
-    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-    s, v = hsv[..., 1], hsv[..., 2]
-    # chroma = s * v / 255 >= chroma_min  and  s / 255 >= saturation_min
-    sat_ok = s >= int(np.ceil(dp.saturation_min * 255))
-    chroma_ok = cv2.multiply(s, v, scale=1 / 255.0) >= dp.chroma_min
-    mask = (sat_ok & chroma_ok).astype(np.uint8)
-    if mask.any():
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return mask.astype(bool)
+    mask = colour_mask_u8(small, dp)
+    if cv2.countNonZero(mask):
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPEN3)
+    return mask > 0
+
+
+_OPEN3 = np.ones((3, 3), np.uint8)
 
 
 def _edge_columns(share: np.ndarray, thr: float) -> list:

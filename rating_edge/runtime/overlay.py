@@ -42,6 +42,18 @@ class OverlayState:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class Wash:
+    """A heatmap's yellow wash prepared for one ROI size: the blend weights and the yellow layer are
+    the same on every frame until the result changes, so only the blend itself runs per frame. It is
+    limited to the rows and columns where the map reaches 0.2 (elsewhere the frame is untouched)."""
+
+    box: tuple  # (x, y, w, h) inside the ROI
+    alpha: np.ndarray  # float32 weights of yellow
+    keep: np.ndarray  # float32 weights of the frame (1 - alpha)
+    yellow: np.ndarray
+
+
 def heat_alpha(heat: np.ndarray, w: int, h: int) -> np.ndarray | None:
     """Per-pixel alpha (float32, h x w) of the yellow wash: HEAT_ALPHA * map where map >= 0.2, else 0."""
     if heat is None or h < 2 or w < 2:
@@ -51,15 +63,26 @@ def heat_alpha(heat: np.ndarray, w: int, h: int) -> np.ndarray | None:
     return a if a.any() else None
 
 
-def heat_wash(region_bgr: np.ndarray, heat: np.ndarray, alpha: np.ndarray | None = None) -> None:
+def prepare_wash(heat: np.ndarray, w: int, h: int) -> Wash | None:
+    a = heat_alpha(heat, w, h)
+    if a is None:
+        return None
+    x, y, bw, bh = cv2.boundingRect((a > 0).astype(np.uint8))
+    a = np.ascontiguousarray(a[y:y + bh, x:x + bw])
+    yellow = np.empty((bh, bw, 3), np.uint8)
+    yellow[:] = YELLOW
+    return Wash((x, y, bw, bh), a, 1.0 - a, yellow)
+
+
+def heat_wash(region_bgr: np.ndarray, heat: np.ndarray, wash: Wash | None = None) -> None:
     """Yellow wash in place: alpha = HEAT_ALPHA * map where map >= 0.2, else untouched."""
     h, w = region_bgr.shape[:2]
-    a = alpha if alpha is not None else heat_alpha(heat, w, h)
-    if a is None:
+    wash = wash if wash is not None else prepare_wash(heat, w, h)
+    if wash is None:
         return
-    yellow = np.empty_like(region_bgr)
-    yellow[:] = YELLOW
-    region_bgr[:] = cv2.blendLinear(region_bgr, yellow, 1.0 - a, a)
+    x, y, bw, bh = wash.box
+    sub = region_bgr[y:y + bh, x:x + bw]
+    sub[:] = cv2.blendLinear(sub, wash.yellow, wash.keep, wash.alpha)
 
 
 def _margin_slot(W, H, areas, pw, ph, pad):
@@ -154,7 +177,7 @@ def render(frame_bgr: np.ndarray, lo: FrameLayout | None, st: OverlayState, out:
                 cache = st.extra.setdefault("alpha", {})
                 if key not in cache:
                     cache.clear() if len(cache) > 4 else None
-                    cache[key] = heat_alpha(heat, w, h)
+                    cache[key] = prepare_wash(heat, w, h)
                 if cache[key] is not None:
                     heat_wash(out[y:y + h, x:x + w], heat, cache[key])
             cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), ROI_COLOUR, thick)
