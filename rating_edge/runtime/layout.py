@@ -290,10 +290,14 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
     H, W = gray.shape
     if W < 8 or H < 8:
         return None
-    g = gray.astype(np.int16)
-    ridge = np.zeros_like(g, dtype=bool)
-    ridge[:, 2:-2] = ((g[:, 2:-2] - np.maximum(g[:, :-4], g[:, 4:])) >= p.box_ridge) & (g[:, 2:-2] >= p.box_min_gray)
-    share = ridge.mean(axis=0)
+    ridge = np.zeros_like(gray, dtype=bool)
+    centre, side_max = gray[:, 2:-2], cv2.max(gray[:, :-4], gray[:, 4:])
+    if p.box_ridge >= 1:  # uint8 saturating difference: the same test without an int16 image
+        ridge[:, 2:-2] = cv2.bitwise_and(cv2.compare(cv2.subtract(centre, side_max), p.box_ridge, cv2.CMP_GE),
+                                         cv2.compare(centre, p.box_min_gray, cv2.CMP_GE)) > 0
+    else:
+        ridge[:, 2:-2] = ((centre.astype(np.int16) - side_max) >= p.box_ridge) & (centre >= p.box_min_gray)
+    share = np.count_nonzero(ridge, axis=0) / H
     share[:4] = 0  # the area's own border is not a box side
     share[-4:] = 0
     cols = _edge_columns(share, p.box_column_share)
