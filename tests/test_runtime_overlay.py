@@ -72,3 +72,26 @@ def test_heat_toggle_and_cached_wash_follow_the_result():
     st.result = _state(np.zeros((4, 4), np.float32)).result  # a cold map draws no wash at all
     c = render(f1, lo, st)
     assert np.array_equal(c[y:y + 50, x:x + 50], f1[y:y + 50, x:x + 50])
+
+
+def test_score_panel_avoids_the_scanners_colour_bar_and_text():
+    """The right margin's top holds a colour bar and labels (as on most scanners): the panel moves to
+    the quiet part of the margin instead of covering them, and never over the image area."""
+    import cv2
+
+    frame = np.zeros((H, W, 3), np.uint8)
+    frame[60:200, 480:500] = np.linspace(0, 255, 140, dtype=np.uint8)[:, None, None] * np.array([0, 0, 1], np.uint8)
+    cv2.putText(frame, "cm/s", (505, 130), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+    lo = FrameLayout("single", [Area(AREA, "doppler", None, 0.1)], size=(W, H))
+    st = _state(np.zeros((4, 4), np.float32))
+    out = render(frame, lo, st)
+    changed = np.argwhere((out != frame).any(axis=2))
+    panel = changed[changed[:, 1] >= AREA[0] + AREA[2]]  # what was drawn in the right margin
+    assert len(panel) > 0
+    assert panel[:, 0].min() > 200  # below the bar and its label
+    ax, ay, aw, ah = AREA  # nothing drawn over the picture except the (empty) ROI outline
+    inside = changed[(changed[:, 1] >= ax) & (changed[:, 1] < ax + aw) & (changed[:, 0] >= ay) & (changed[:, 0] < ay + ah)]
+    rx, ry, rw, rh = ax + ROI[0], ay + ROI[1], ROI[2], ROI[3]
+    on_outline = ((np.abs(inside[:, 1] - rx) <= 2) | (np.abs(inside[:, 1] - (rx + rw - 1)) <= 2)
+                  | (np.abs(inside[:, 0] - ry) <= 2) | (np.abs(inside[:, 0] - (ry + rh - 1)) <= 2))
+    assert on_outline.all()

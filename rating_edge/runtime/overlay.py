@@ -85,22 +85,45 @@ def heat_wash(region_bgr: np.ndarray, heat: np.ndarray, wash: Wash | None = None
     sub[:] = cv2.blendLinear(sub, wash.yellow, wash.keep, wash.alpha)
 
 
-def _margin_slot(W, H, areas, pw, ph, pad):
-    """Top-left of a pw x ph panel outside every image area, or None."""
+def _slots(W, H, areas, pw, ph, pad):
+    """Top-left corners of pw x ph panels outside every image area, in order of preference: beside the
+    picture (top, middle, bottom of the margin), then below and above it."""
     boxes = [a.box for a in areas]
     if not boxes:
-        return (pad, pad)
+        return [(pad, pad)]
     x0 = min(b[0] for b in boxes)
     x1 = max(b[0] + b[2] for b in boxes)
     y0 = min(b[1] for b in boxes)
     y1 = max(b[1] + b[3] for b in boxes)
-    cands = [(W - x1, (x1 + pad, max(pad, y0))), (x0, (max(pad, x0 - pw - pad), max(pad, y0))),
-             (H - y1, (max(pad, x0), y1 + pad)), (y0, (max(pad, x0), max(pad, y0 - ph - pad)))]
-    for room, (x, y) in cands:
-        if x + pw <= W and y + ph <= H and not any(
-                x < b[0] + b[2] and b[0] < x + pw and y < b[1] + b[3] and b[1] < y + ph for b in boxes):
-            return (x, y)
-    return None
+    ys = [max(pad, y0), max(pad, (y0 + y1 - ph) // 2), max(pad, y1 - ph)]
+    cands = [(x1 + pad, y) for y in ys] + [(max(pad, x0 - pw - pad), y) for y in ys]
+    cands += [(max(pad, x0), y1 + pad), (max(pad, x0), max(pad, y0 - ph - pad))]
+    return [(x, y) for x, y in cands if x + pw <= W and y + ph <= H and not any(
+        x < b[0] + b[2] and b[0] < x + pw and y < b[1] + b[3] and b[1] < y + ph for b in boxes)]
+
+
+def _ink(frame_bgr, x, y, pw, ph) -> float:
+    """Share of a screen patch covered by the scanner's own UI (text, colour bars, scales): pixels that
+    stand out from the patch's background gray or carry colour."""
+    patch = frame_bgr[y:y + ph:2, x:x + pw:2]
+    gray = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
+    bg = float(np.median(gray))
+    b, g, r = cv2.split(patch)
+    chroma = cv2.subtract(cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r))
+    return float(((cv2.absdiff(gray, bg) > 30) | (chroma > 40)).mean())
+
+
+def panel_slot(frame_bgr, areas, pw, ph, pad: int = 8):
+    """Where the score panel goes: the margin slot that covers the least scanner UI (the panel is
+    translucent, but text over a colour bar or over the scanner's own labels is hard to read), or the
+    bottom-right corner over the picture when no margin is wide enough."""
+    H, W = frame_bgr.shape[:2]
+    cands = _slots(W, H, areas, pw, ph, pad)
+    if not cands:
+        return (W - pw - 4, H - ph - 4)
+    inks = [_ink(frame_bgr, x, y, pw, ph) for x, y in cands]
+    best = min(inks)
+    return cands[next(i for i, v in enumerate(inks) if v <= best + 0.01)]
 
 
 def _panel(img, x, y, lines, scale, thick):
@@ -185,9 +208,13 @@ def render(frame_bgr: np.ndarray, lo: FrameLayout | None, st: OverlayState, out:
     lh = int(26 * scale) + 4
     pw = int(max(cv2.getTextSize(t, FONT, scale, thick)[0][0] for t, _ in lines)) + 16
     ph = lh * len(lines) + 10
-    slot = _margin_slot(W, H, areas, pw, ph, 8)
-    if slot is None:
-        slot = (W - pw - 4, H - ph - 4)
+    # the slot is chosen once per screen layout and panel size, so the panel does not wander
+    key = (tuple(tuple(v // 16 for v in a.box) for a in areas), W, H, pw // 32, ph)
+    slots = st.extra.setdefault("slot", {})
+    if key not in slots:
+        slots.clear() if len(slots) > 8 else None
+        slots[key] = panel_slot(frame_bgr, areas, pw, ph)
+    slot = slots[key]
     _panel(out, slot[0], slot[1], lines, scale, thick)
     if st.banner:
         (tw, th), _ = cv2.getTextSize(st.banner, FONT, scale, thick)
