@@ -38,11 +38,21 @@ def _cudart():
     return cudart
 
 
+def _native_handle_getter():
+    """cuda-bindings >= 13: utils.get_cuda_native_handle; older cuda-python: int(obj)."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int
+    return get_cuda_native_handle
+
+
 class CudaPython(CudaBackend):
     name = "cuda-python"
 
     def __init__(self):
         self.rt = _cudart()
+        self._native = _native_handle_getter()
 
     def _call(self, res):
         err, rest = (res[0], res[1:]) if isinstance(res, tuple) else (res, ())
@@ -64,7 +74,8 @@ class CudaPython(CudaBackend):
         return self._call(self.rt.cudaStreamCreate())
 
     def stream_handle(self, stream) -> int:
-        return int(stream)
+        # cuda-bindings 13 deprecates int(cuda_obj) in favour of utils.get_cuda_native_handle.
+        return int(stream) if isinstance(stream, int) else int(self._native(stream))
 
     def sync(self, stream) -> None:
         self._call(self.rt.cudaStreamSynchronize(stream))
@@ -111,7 +122,15 @@ class CudaPython(CudaBackend):
 
     def end_capture(self, stream):
         graph = self._call(self.rt.cudaStreamEndCapture(stream))
-        exe = self._call(self.rt.cudaGraphInstantiate(graph, 0))
+        # cudaGraphInstantiateWithFlags(graph, flags) -> (err, exec) in both CUDA 11.4+ and 12
+        # bindings; plain cudaGraphInstantiate takes (graph, bufferSize) and returns four values
+        # under CUDA 11, (graph, flags) -> (err, exec) only from CUDA 12 on.
+        inst = getattr(self.rt, "cudaGraphInstantiateWithFlags", None) or self.rt.cudaGraphInstantiate
+        try:
+            exe = self._call(inst(graph, 0))
+        except Exception:
+            self.rt.cudaGraphDestroy(graph)
+            raise
         return graph, exe
 
     def launch_graph(self, graph, stream) -> None:
