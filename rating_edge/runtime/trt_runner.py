@@ -56,7 +56,10 @@ def select_engines(package: Package, here: dict, precision: str | None = None) -
             continue
         ok = [e for e in recs if engine_mismatch(e, here) is None]
         if ok:  # engines for other machines may sit beside this machine's
-            return ok
+            # GPU and DLA builds of the same graphs may both be recorded: run one set, not both
+            # (GPU first, else the lowest DLA core).
+            cores = sorted({e.get("dla_core") for e in ok}, key=lambda c: -1 if c is None else int(c))
+            return [e for e in ok if e.get("dla_core") == cores[0]]
         reasons.append((recs[0], engine_mismatch(recs[0], here)))
     if not reasons:
         raise PackageError(f"{package.path}: no {precision} TensorRT engine; "
@@ -81,6 +84,9 @@ class _EngineSession:
             raise PackageError(f"{path}: TensorRT could not deserialize this engine (corrupt, or built for "
                                "another TensorRT/GPU); rebuild it with `rating-edge build`")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise RatingEdgeError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
+        self.path = path
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode_in = trt.TensorIOMode.INPUT
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == mode_in]
@@ -103,7 +109,11 @@ class _EngineSession:
         moved = False
         for n in self.inputs:
             x = feed[n]
-            self.context.set_input_shape(n, tuple(x.shape))
+            if not self.context.set_input_shape(n, tuple(int(d) for d in x.shape)):
+                raise RatingEdgeError(
+                    f"{self.path}: input {n} of shape {tuple(x.shape)} is outside this engine's optimization "
+                    "profile (a larger batch than it was built for?); rebuild it with `rating-edge build "
+                    "--max-batch N`")
             if n not in self.buffers:
                 self.buffers[n] = DeviceBuffer(self.cuda, x.shape, self.dtypes[n])
                 moved = True
@@ -138,13 +148,20 @@ class _EngineSession:
         if self.use_graph:
             if self.graph is None or moved or shapes != self.graph_shapes:
                 self._drop_graph()
-                self._enqueue()  # one plain run first: TensorRT may allocate lazily on the first enqueue
+                # One plain enqueue after a shape/address change: TensorRT does deferred work
+                # (allocations, shape-dependent setup) on it that must not land in the graph.
+                self._enqueue()
                 self.cuda.sync(self.stream)
                 self.cuda.begin_capture(self.stream)
                 try:
                     self._enqueue()
-                finally:
-                    self.graph = self.cuda.end_capture(self.stream)
+                except BaseException:
+                    try:  # end the capture so the stream is usable; the partial graph is dropped
+                        self.cuda.destroy_graph(self.cuda.end_capture(self.stream))
+                    except Exception:  # noqa: BLE001 - an invalidated capture has no graph to drop
+                        pass
+                    raise
+                self.graph = self.cuda.end_capture(self.stream)
                 self.graph_shapes = shapes
             self.cuda.launch_graph(self.graph, self.stream)
         else:
@@ -156,6 +173,7 @@ class _EngineSession:
         if self.graph is not None:
             self.cuda.destroy_graph(self.graph)
             self.graph = None
+        self.graph_shapes = None
 
     def close(self):
         self._drop_graph()
@@ -191,6 +209,13 @@ class TrtRunner(Runner):
         from rating_edge.runtime.cuda_buffers import get_backend
 
         self.cuda = get_backend(self.cuda_name, self.device)
+        try:
+            self._open(trt)
+        except BaseException:
+            self._deactivate()  # release what was opened: engines, stream, pycuda's pushed context
+            raise
+
+    def _open(self, trt):
         info = self.cuda.device_info(self.device)
         here = machine_key(info["gpu"], info["compute_capability"], trt.__version__)
         self.records = select_engines(self.package, here, self.precision)
@@ -205,6 +230,8 @@ class TrtRunner(Runner):
         self.stream = self.cuda.stream()
         self.sessions = []
         for e in self.records:
+            if e.get("dla_core") is not None:  # the DLA core a DLA engine runs on is set on the runtime
+                self.runtime.DLA_core = int(e["dla_core"])
             sess = _EngineSession(trt, self.runtime, self.package.file(e["file"]), self.cuda, self.stream,
                                   self.cuda_graph)
             graph_rec = {"kind": e.get("kind", "fused"), **({"network": e["network"]} if "network" in e else {})}
