@@ -55,13 +55,53 @@ def engine_name(graph_file: str, precision: str, key: dict, dla_core: int | None
             f"-trt{key['trt_version']}.engine")
 
 
-def _profile_shapes(meta: dict, spec, max_batch: int) -> tuple:
-    s = spec.input_size
+def _batch_range(meta: dict, max_batch: int) -> tuple:
+    """(min, opt, max) batch of the optimization profile: the package's fixed batch, else 1..max_batch."""
     fixed = meta.get("batch", "dynamic")
     if fixed != "dynamic":
         b = int(fixed)
-        return (b, s, s, 3), (b, s, s, 3), (b, s, s, 3)
-    return (1, s, s, 3), (1, s, s, 3), (max(1, max_batch), s, s, 3)
+        return b, b, b
+    return 1, 1, max(1, int(max_batch))
+
+
+def _input_profile(name: str, shape, batches: tuple) -> tuple | None:
+    """(min, opt, max) shapes for network input `name` of parsed shape `shape` (-1 = dynamic), or
+    None when the input is static (TensorRT then needs no profile entry for it). Only the batch
+    (first) dimension may be dynamic: the image size is fixed by the package."""
+    dims = tuple(int(d) for d in shape)
+    if not dims or all(d >= 0 for d in dims):
+        return None
+    if any(d < 0 for d in dims[1:]):
+        raise PackageError(f"network input {name} has dynamic non-batch dimensions {dims}; re-export the "
+                           "package with a fixed image size")
+    return tuple((b,) + dims[1:] for b in batches)
+
+
+def _check_dla(precision: str, dla_core: int | None, num_cores: int) -> None:
+    if dla_core is None:
+        return
+    if precision == "fp32":
+        raise RatingEdgeError("DLA runs FP16 and INT8 networks only; use --precision fp16 or int8 with --dla-core")
+    if not 0 <= int(dla_core) < num_cores:
+        raise RatingEdgeError(f"--dla-core {dla_core}: this device has {num_cores} DLA core(s)")
+
+
+def _attach_timing_cache(config, cache_bytes: bytes, log=print):
+    """A timing cache from `cache_bytes` attached to `config`; a fresh one when the bytes are empty,
+    unreadable or from another device/TensorRT (set_timing_cache returns False for those)."""
+    cache = None
+    if cache_bytes:
+        try:
+            cache = config.create_timing_cache(cache_bytes)
+        except Exception:  # noqa: BLE001 - a corrupt blob is reported by TensorRT as an error
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        log("the timing cache was made on another GPU or TensorRT version; starting a new one")
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RatingEdgeError("TensorRT refused a new, empty timing cache")
+    return cache
 
 
 def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None, workspace_mb: int = 2048,
@@ -77,11 +117,18 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
 
     pkg = load_package(pkg_path)
     plan = build_plan(trt.__version__, precision, pkg.meta)
-    info = get_backend(cuda).device_info(0)
+    backend = get_backend(cuda)
+    try:
+        info = backend.device_info(0)
+    finally:
+        if hasattr(backend, "close"):  # pycuda: pop the context it pushed; TensorRT uses the runtime API
+            backend.close()
     key = machine_key(info["gpu"], info["compute_capability"], trt.__version__)
     graphs = pkg.graphs(plan["variant"])
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    _check_dla(precision, dla_core, builder.num_DLA_cores if dla_core is not None else 0)
+    batches = _batch_range(pkg.meta, max_batch)
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
     new_records, extra_files = [], []
     for rec in graphs:
@@ -93,10 +140,10 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
             convert_fp16(onnx_path, pkg.file(fp16_rel))
             extra_files += [str(p.relative_to(pkg.path)) for p in pkg.file(fp16_rel).parent.iterdir() if p.is_file()]
             onnx_path = pkg.file(fp16_rel)
-        flags = 0
-        if plan["strongly_typed"]:
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
+        # No creation flags: TensorRT 10 networks are always explicit-batch (EXPLICIT_BATCH is
+        # deprecated and ignored) and weakly typed here (precision from builder flags); TensorRT 11
+        # networks are always strongly typed (STRONGLY_TYPED is deprecated and ignored there).
+        network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -106,18 +153,21 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
         for f in plan["flags"]:
             config.set_flag(getattr(trt.BuilderFlag, f))
         if dla_core is not None:
-            if builder.num_DLA_cores <= dla_core:
-                raise RatingEdgeError(f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = int(dla_core)
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # grouped convs, Grad-CAM ops etc. run on the GPU
         profile = builder.create_optimization_profile()
-        mn, opt, mx = _profile_shapes(pkg.meta, pkg.spec, max_batch)
+        dynamic = False
         for i in range(network.num_inputs):
-            profile.set_shape(network.get_input(i).name, mn, opt, mx)
-        config.add_optimization_profile(profile)
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+            inp = network.get_input(i)
+            shapes = _input_profile(inp.name, inp.shape, batches)
+            if shapes is not None:
+                profile.set_shape(inp.name, *shapes)
+                dynamic = True
+        if dynamic and config.add_optimization_profile(profile) < 0:
+            raise RatingEdgeError(f"TensorRT rejected the optimization profile for {onnx_rel} (batch {batches})")
+        max_b = batches[2] if dynamic else int(network.get_input(0).shape[0])
+        cache = _attach_timing_cache(config, cache_bytes, log)
         t0 = time.perf_counter()
         log(f"building {precision} engine for {onnx_rel} on {key['gpu']} (TensorRT {key['trt_version']}, "
             f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])})")
@@ -125,6 +175,7 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
         if serialized is None:
             raise RatingEdgeError(f"TensorRT failed to build an engine for {onnx_rel} (see the TensorRT log above)")
         cache_bytes = bytes(config.get_timing_cache().serialize())
+        del cache  # held until here: the attached cache must outlive the build
         rel = engine_name(onnx_rel, precision, key, dla_core)
         pkg.file(rel).parent.mkdir(parents=True, exist_ok=True)
         pkg.file(rel).write_bytes(bytes(serialized))
@@ -134,7 +185,7 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
             "onnx": onnx_rel, "onnx_sha256": pkg.meta["artifacts"][onnx_rel]["sha256"],
             "variant": plan["variant"] or "default", "strongly_typed": plan["strongly_typed"],
             "trt_flags": plan["flags"], "dla_core": dla_core, "workspace_mb": workspace_mb,
-            "max_batch": mx[0], "build_s": round(time.perf_counter() - t0, 1),
+            "max_batch": max_b, "build_s": round(time.perf_counter() - t0, 1),
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
     if timing_cache:
