@@ -67,7 +67,14 @@ def main(argv=None) -> int:
     from rating_edge.runtime.trt_runner import TrtRunner
     from rating_edge.spec import preset
 
-    info = get_backend().device_info(0)
+    try:
+        backend = get_backend()
+        info = backend.device_info(0)
+    except Exception as e:  # noqa: BLE001 - no CUDA binding or no usable GPU: nothing to check here
+        print(f"SKIP: no CUDA device ({e})")
+        return 0
+    if hasattr(backend, "close"):  # pycuda pushed a context; the runners open their own
+        backend.close()
     _say(f"GPU {info['gpu']} (sm {info['compute_capability']}), TensorRT {trt.__version__}")
     spec = preset(a.preset)
     work = Path(a.work)
