@@ -131,15 +131,17 @@ def doppler_mask_u8(image_bgr: np.ndarray, params: DopplerParams | None = None) 
     p = params or DopplerParams()
     m8 = colour_mask_u8(check_image(image_bgr, "doppler image"), p)
     if p.min_area > 1 and cv2.countNonZero(m8):
-        # 16-bit labels are 3x faster; safe while the image cannot hold 65535 separate 8-connected
+        # components lie inside the bounding box of all signal pixels: label only that (flow is local)
+        x, y, w, h = cv2.boundingRect(m8)
+        sub = m8[y:y + h, x:x + w]
+        # 16-bit labels are 3x faster; safe while the box cannot hold 65535 separate 8-connected
         # components (at most one per 2x2 block)
-        h, w = m8.shape
         ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 65535 else cv2.CV_32S
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8, ltype=ltype)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8, ltype=ltype)
         keep = stats[:, cv2.CC_STAT_AREA] >= p.min_area
         keep[0] = False
         if not keep[1:].all():  # relabelling costs as much as labelling: only when a speck must go
-            m8 = (keep.astype(np.uint8) * np.uint8(255))[labels]
+            sub[:] = (keep.astype(np.uint8) * np.uint8(255))[labels]
     return m8
 
 
@@ -152,13 +154,11 @@ def doppler_mask(image_bgr: np.ndarray, params: DopplerParams | None = None) -> 
     return doppler_mask_u8(image_bgr, params) > 0
 
 
-def _paint_red(img: np.ndarray, m8: np.ndarray, rgb: bool) -> np.ndarray:
-    """Gray copy of `img` with the mask pure red, built per channel (B = G = 0, R = 255 under the mask):
+def _red_planes(img: np.ndarray, m8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The red plane and the (equal) green and blue planes of `img` in gray with the mask pure red:
     the same pixels as a boolean-indexed assignment, several times faster on scanner-size crops."""
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    bg = cv2.bitwise_and(gray, cv2.bitwise_not(m8))
-    r = cv2.bitwise_or(gray, m8)
-    return cv2.merge([r, bg, bg] if rgb else [bg, bg, r])
+    return cv2.bitwise_or(gray, m8), cv2.bitwise_and(gray, cv2.bitwise_not(m8))
 
 
 def doppler_transform(image_bgr: np.ndarray, params: DopplerParams | None = None, mask=None) -> np.ndarray:
@@ -170,7 +170,8 @@ def doppler_transform(image_bgr: np.ndarray, params: DopplerParams | None = None
         raise RatingEdgeError(f"doppler mask of shape {mask.shape}/{mask.dtype} does not fit image {img.shape[:2]}")
     else:
         m8 = mask.astype(np.uint8) * np.uint8(255)
-    return _paint_red(img, m8, rgb=False)
+    r, gb = _red_planes(img, m8)
+    return cv2.merge([gb, gb, r])
 
 
 def _resize(image: np.ndarray, size: int, interpolation: str) -> np.ndarray:
@@ -199,10 +200,12 @@ def prepare_doppler(image_bgr: np.ndarray, roi=None, params: PreprocessParams | 
     """
     p = params or PreprocessParams()
     crop = crop_roi(image_bgr, roi, "Doppler image")
-    # painted straight in RGB order: the resize treats channels independently, so this equals
-    # resizing the BGR transform and flipping, minus a copy
-    rgb = _paint_red(crop, doppler_mask_u8(crop, p.doppler), rgb=True)
-    return _resize(rgb, p.input_size, p.interpolation)
+    # The resize treats channels independently, so resizing the red plane and the (equal) green/blue
+    # plane once each and merging in RGB order equals resizing the BGR transform and flipping it, for
+    # two thirds of the work
+    r, gb = _red_planes(crop, doppler_mask_u8(crop, p.doppler))
+    r, gb = _resize(r, p.input_size, p.interpolation), _resize(gb, p.input_size, p.interpolation)
+    return cv2.merge([r, gb, gb])
 
 
 def prepare_pair(gs_bgr, doppler_bgr, roi_gs=None, roi_doppler=None, params: PreprocessParams | None = None):

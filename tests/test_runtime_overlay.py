@@ -95,3 +95,19 @@ def test_score_panel_avoids_the_scanners_colour_bar_and_text():
     on_outline = ((np.abs(inside[:, 1] - rx) <= 2) | (np.abs(inside[:, 1] - (rx + rw - 1)) <= 2)
                   | (np.abs(inside[:, 0] - ry) <= 2) | (np.abs(inside[:, 0] - (ry + rh - 1)) <= 2))
     assert on_outline.all()
+
+
+def test_each_new_result_gets_its_own_wash():
+    """A new result replacing the old one (CPython may give it the old one's id) shows its own map."""
+    lo = FrameLayout("single", [Area(AREA, "doppler", None, 0.1)], size=(W, H))
+    left, right = np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float32)
+    left[:, 0], right[:, -1] = 1.0, 1.0
+    st = _state(left)
+    frame = _frame()
+    x0, y0 = AREA[0] + ROI[0], AREA[1] + ROI[1] + ROI[3] // 2
+    lx, rx = x0 + 10, x0 + ROI[2] - 10
+    for heat, hot, cold in [(left, lx, rx), (right, rx, lx), (left, lx, rx)] * 3:
+        st.result = None
+        st.result = _state(heat).result
+        out = render(frame, lo, st)
+        assert not np.array_equal(out[y0, hot], frame[y0, hot]) and np.array_equal(out[y0, cold], frame[y0, cold])

@@ -46,7 +46,8 @@ class LayoutParams:
     box_min_gray: int = 100  # box outlines are drawn light gray; dim noise dots in shadows are not outline
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
     no_signal_std: float = 3.0
-    redetect_every: int = 3  # find image areas every N frames (a screen layout changes rarely); 1 = always
+    redetect_every: int = 15  # find image areas at least every N frames (a screen layout changes rarely) ...
+    redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
 
 
 @dataclass
@@ -332,6 +333,7 @@ class LayoutDetector:
         self._prev_size = None
         self._boxes = None  # image areas found on a recent frame
         self._since = 0
+        self._ref = self._outside = None  # small gray frame of the last area search, and the screen around the areas
 
     def reset(self):
         self._prev = self._held = self._boxes = None
@@ -369,13 +371,17 @@ class LayoutDetector:
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
             boxes_full = [_scale_box(a, sx, sy) for a in self.profile.areas]
-        elif self._boxes is not None and self._since < self.p.redetect_every - 1:
+        elif self._boxes is not None and self._since < self.p.redetect_every - 1 and not self._screen_changed(gray):
             self._since += 1
             boxes_full = self._boxes
         else:
             boxes = find_image_areas(gray, self.p, self._ui_mask(W, H, f), small)
             boxes_full = [(x * f, y * f, min(w * f, W - x * f), min(h * f, H - y * f)) for x, y, w, h in boxes]
             self._boxes, self._since = boxes_full, 0
+            self._outside = np.full(gray.shape, 255, np.uint8)  # the screen around the areas, to watch
+            for x, y, w, h in boxes:
+                self._outside[y:y + h, x:x + w] = 0
+            self._ref = gray
         if self.profile.layout == "auto":
             layout = decide_layout(boxes_full)
         else:
@@ -384,6 +390,14 @@ class LayoutDetector:
         areas = [self._area(img, b) for b in boxes_full]
         frozen = self._frozen(gray, boxes_full, f)
         return FrameLayout(layout, areas, frozen=frozen, signal=True, size=(W, H))
+
+    def _screen_changed(self, gray) -> bool:
+        """The screen around the image areas changed since they were found (a second image appeared, the
+        picture grew, another preset): look again now rather than at the next periodic search. Scanner UI
+        around the picture is static but for a clock, so a mean change of a few gray levels is a new layout."""
+        if self._ref is None or self._ref.shape != gray.shape or not cv2.countNonZero(self._outside):
+            return True
+        return cv2.mean(cv2.absdiff(gray, self._ref), self._outside)[0] >= self.p.redetect_change
 
     def _area(self, img, box) -> Area:
         """Mode of one image area: Doppler when it holds Doppler colour or the Doppler box outline (a
