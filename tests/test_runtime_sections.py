@@ -27,3 +27,36 @@ def test_sections_follow_probe_motion(seed):
     assert all(len(v) == 1 for v in seen.values()), dict(seen)
     # and sections were really told apart (the old frame-to-frame rule merged all of them into one)
     assert len({next(iter(v)) for v in seen.values()}) >= len(truth_sections) - 1
+
+
+@pytest.mark.parametrize("size,layout", [((1920, 1080), "single"), ((1920, 1080), "dual"), ((1280, 720), "single"),
+                                         ((1922, 1082), "single")])
+def test_pairing_reuses_detections_subsampled_frame_exactly(size, layout):
+    """Pairing cuts the area's every-4th-pixel image from layout detection's subsampled frame where that
+    is exactly the same pixels; the pairs, similarities and sections are those of subsampling afresh."""
+    import dataclasses
+
+    import numpy as np
+
+    from rating_edge.runtime.pairing import STEP, _subsampled
+
+    sc = PhantomScanner(seed=4, size=size, fps=10, layout=layout)
+    det, fast, slow = LayoutDetector(), Pairer(), Pairer()
+    reused = 0
+    for i in range(0, 240, 2):
+        img, _ = sc.frame(i)
+        lo = det.detect(img)
+        for a in lo.areas:
+            sub = _subsampled(lo, a.box)
+            if sub is not None:
+                reused += 1
+                x, y, w, h = a.box
+                assert np.array_equal(sub[0], img[y:y + h:STEP, x:x + w:STEP])
+        pf, sf = fast.update(i, i / 10, img, lo)
+        ps, ss = slow.update(i, i / 10, img, dataclasses.replace(lo, small=None, gray=None))
+        assert sf == ss and (pf is None) == (ps is None)
+        if pf is not None:
+            assert (pf.similarity, pf.section, pf.frame_gs) == (ps.similarity, ps.section, ps.frame_gs)
+    from rating_edge.runtime.layout import DETECT_WIDTH
+
+    assert (reused > 0) == (size[0] // DETECT_WIDTH == STEP and size[0] % STEP == 0 and size[1] % STEP == 0)

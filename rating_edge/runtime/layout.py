@@ -70,6 +70,10 @@ class FrameLayout:
     frozen: bool = False
     signal: bool = True
     size: tuple = (0, 0)  # W, H
+    # the frame at every `step`-th pixel (BGR and gray) as detection saw it, for pairing to reuse
+    small: np.ndarray | None = field(default=None, repr=False, compare=False)
+    gray: np.ndarray | None = field(default=None, repr=False, compare=False)
+    step: int = 1
 
     def to_json(self) -> dict:
         return {"layout": self.layout, "areas": [a.to_json() for a in self.areas],
@@ -263,13 +267,18 @@ def doppler_signal(area_bgr: np.ndarray, dp: DopplerParams, step: int = 2) -> np
     The colour rule of preprocess.doppler_mask (chroma and saturation) on every step-th pixel; a 3x3
     opening removes strokes (coloured text, markers, box outlines) and chroma fringes.
     """
+    return doppler_signal_u8(area_bgr, dp, step) > 0
+
+
+def doppler_signal_u8(area_bgr: np.ndarray, dp: DopplerParams, step: int = 2) -> np.ndarray:
+    """`doppler_signal` as uint8 0/255, for counting and boxing with OpenCV."""
     h, w = area_bgr.shape[:2]
     small = cv2.resize(area_bgr, ((w + step - 1) // step, (h + step - 1) // step),
                        interpolation=cv2.INTER_NEAREST) if step > 1 else area_bgr
     mask = colour_mask_u8(small, dp)
     if cv2.countNonZero(mask):
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPEN3)
-    return mask > 0
+    return mask
 
 
 _OPEN3 = np.ones((3, 3), np.uint8)
@@ -298,7 +307,7 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
                                          cv2.compare(centre, p.box_min_gray, cv2.CMP_GE)) > 0
     else:
         ridge[:, 2:-2] = ((centre.astype(np.int16) - side_max) >= p.box_ridge) & (centre >= p.box_min_gray)
-    share = np.count_nonzero(ridge, axis=0) / H
+    share = cv2.reduce(ridge.view(np.uint8), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0] / H  # ridge rows per column
     share[:4] = 0  # the area's own border is not a box side
     share[-4:] = 0
     cols = _edge_columns(share, p.box_column_share)
@@ -389,7 +398,7 @@ class LayoutDetector:
         boxes_full = sorted(boxes_full[:2] if layout == "dual" else boxes_full[:1], key=lambda b: b[0])
         areas = [self._area(img, b) for b in boxes_full]
         frozen = self._frozen(gray, boxes_full, f)
-        return FrameLayout(layout, areas, frozen=frozen, signal=True, size=(W, H))
+        return FrameLayout(layout, areas, frozen=frozen, signal=True, size=(W, H), small=small, gray=gray, step=f)
 
     def _screen_changed(self, gray) -> bool:
         """The screen around the image areas changed since they were found (a second image appeared, the
@@ -405,15 +414,15 @@ class LayoutDetector:
         x, y, w, h = box
         crop = img[y:y + h, x:x + w]
         step = 2
-        m = doppler_signal(crop, self.dp, step)
+        m = doppler_signal_u8(crop, self.dp, step)
         if self.profile.ui_regions:
             sx, sy = self._profile_scale(*img.shape[1::-1])
             for r in self.profile.ui_regions:
                 rx, ry, rw, rh = _scale_box(r, sx, sy)
                 x0, y0 = max(rx - x, 0) // step, max(ry - y, 0) // step
                 x1, y1 = max(rx + rw - x, 0) // step + 1, max(ry + rh - y, 0) // step + 1
-                m[y0:y1, x0:x1] = False
-        count = int(m.sum())
+                m[y0:y1, x0:x1] = 0
+        count = cv2.countNonZero(m)
         frac = count / float(m.size)
         colour = count >= self.p.doppler_min_pixels and frac >= self.p.doppler_min_fraction
         outline = doppler_box_outline(crop, self.p)
@@ -421,9 +430,9 @@ class LayoutDetector:
             bx, by, bw, bh = outline
             return Area(box, "doppler", (x + bx, y + by, bw, bh), frac)
         if colour:
-            ys, xs = np.nonzero(m)
-            x0, x1 = xs.min() * step, min((xs.max() + 1) * step, w)
-            y0, y1 = ys.min() * step, min((ys.max() + 1) * step, h)
+            bx, by, bw, bh = cv2.boundingRect(m)
+            x0, x1 = bx * step, min((bx + bw) * step, w)
+            y0, y1 = by * step, min((by + bh) * step, h)
             return Area(box, "doppler", (x + int(x0), y + int(y0), int(x1 - x0), int(y1 - y0)), frac)
         return Area(box, "gs", None, frac)
 

@@ -46,11 +46,14 @@ def structure(area_bgr: np.ndarray, dop_mask=None) -> tuple[np.ndarray, np.ndarr
     """Coarse gray structure of an image area and which cells are valid (not Doppler-coloured).
 
     Computed from every STEP-th pixel: a 24x24 grid of a 1000-pixel-wide area needs no more."""
-    area_bgr = area_bgr[::STEP, ::STEP]
-    if dop_mask is not None and dop_mask.shape != area_bgr.shape[:2]:
-        dop_mask = cv2.resize(dop_mask.astype(np.uint8), (area_bgr.shape[1], area_bgr.shape[0]),
+    return gray_structure(cv2.cvtColor(area_bgr[::STEP, ::STEP], cv2.COLOR_BGR2GRAY), dop_mask)
+
+
+def gray_structure(gray: np.ndarray, dop_mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """`structure` from the area's gray image at every STEP-th pixel."""
+    if dop_mask is not None and dop_mask.shape != gray.shape:
+        dop_mask = cv2.resize(dop_mask.astype(np.uint8), (gray.shape[1], gray.shape[0]),
                               interpolation=cv2.INTER_NEAREST).astype(bool)
-    gray = cv2.cvtColor(area_bgr, cv2.COLOR_BGR2GRAY)
     g = cv2.resize(gray, (GRID, GRID), interpolation=cv2.INTER_AREA).astype(np.float32)
     if dop_mask is None:
         return g, np.ones((GRID, GRID), bool)
@@ -115,6 +118,18 @@ def _crop(img, box):
     return img[y:y + h, x:x + w]
 
 
+def _subsampled(lo: FrameLayout, box):
+    """The area at every STEP-th pixel (BGR, gray), cut from the frame that layout detection already
+    subsampled, when that frame is exactly every STEP-th pixel (1920x1080 and 1280x720 at step 4 are)
+    and the box lies on that grid; else None, and the area is subsampled again."""
+    W, H = lo.size
+    x, y, w, h = box
+    if lo.small is None or lo.step != STEP or W % STEP or H % STEP or (x | y | w | h) % STEP:
+        return None
+    sl = (slice(y // STEP, (y + h) // STEP), slice(x // STEP, (x + w) // STEP))
+    return lo.small[sl], lo.gray[sl]
+
+
 class Pairer:
     """Stateful pairing over the frame stream. `update` returns (Pair or None, state text)."""
 
@@ -130,12 +145,12 @@ class Pairer:
         self._section_ref = None  # structure of the first GS image of the current section
         self._last_roi = None
 
-    def _new_gs(self, index, t, crop, area):
+    def _new_gs(self, index, t, crop, area, sub=None):
         """Track sections: a GS image unlike the first GS image of the current section starts a new one.
 
         Comparing with the section's first image, not the previous frame, matters: probe motion between
         sections is gradual, so consecutive frames always look alike."""
-        st = structure(crop)
+        st = structure(crop) if sub is None else gray_structure(sub[1])
         if self._section_ref is None or similarity(st, self._section_ref) < self.min_similarity:
             self.section += 1
             self._section_ref = st
@@ -152,16 +167,19 @@ class Pairer:
             return self._dual(index, t, frame_bgr, lo, t_capture)
         area = lo.areas[0]
         crop = _crop(frame_bgr, area.box)
+        sub = _subsampled(lo, area.box)
         if area.mode == "gs":
-            self._new_gs(index, t, crop, area)
+            self._new_gs(index, t, crop, area, sub)
             return None, "GS: waiting for Doppler"
         if self._gs is None:
             return None, "Doppler: waiting for a GS image of this section"
         gi, gt, gcrop, gst, garea = self._gs
         if t - gt > self.max_age_s:
             return None, f"Doppler: last GS image is {t - gt:.1f} s old; show GS of this section"
-        m = doppler_signal(crop, self.dp, step=STEP)
-        sim = similarity(structure(crop, m), gst)
+        if sub is None:
+            sim = similarity(structure(crop, doppler_signal(crop, self.dp, step=STEP)), gst)
+        else:  # the same pixels, already subsampled
+            sim = similarity(gray_structure(sub[1], doppler_signal(sub[0], self.dp, step=1)), gst)
         if sim < self.min_similarity:
             return None, "Doppler: waiting for a GS image of this section"
         if gcrop.shape != crop.shape:
@@ -177,7 +195,7 @@ class Pairer:
             return None, "dual: waiting for one GS and one Doppler half"
         g, d = (a, b) if a.mode == "gs" else (b, a)
         gcrop, dcrop = _crop(frame_bgr, g.box), _crop(frame_bgr, d.box)
-        self._new_gs(index, t, gcrop, g)
+        self._new_gs(index, t, gcrop, g, _subsampled(lo, g.box))
         if gcrop.shape != dcrop.shape:
             gcrop = cv2.resize(gcrop, (dcrop.shape[1], dcrop.shape[0]), interpolation=cv2.INTER_AREA)
         roi = roi_in_area(d, self.roi)
