@@ -266,3 +266,42 @@ def test_snapshot_key_without_a_folder_uses_the_default(tmp_path, phantom_mp4, m
     mp4, _ = phantom_mp4
     run(RunConfig(source=str(mp4), max_frames=6), window=ScriptedWindow({2: "s"}, {}))
     assert len(list((tmp_path / DEFAULT_SNAPSHOTS).glob("*.png"))) == 1
+
+
+@pytest.mark.parametrize("every_pair", [False, True])
+def test_overlay_drawn_in_place_never_reaches_the_engine(phantom_mp4, monkeypatch, every_pair):
+    """The run loop draws on each captured frame; the engine must still get exactly the preprocessing of
+    the frames as decoded (GS images held across frames and pairs scored by the worker included)."""
+    from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+    from rating_edge.runtime.worker import Scorer
+
+    mp4, truth = phantom_mp4
+    cap = cv2.VideoCapture(str(mp4))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    seen = []
+    orig = Scorer.prepare
+
+    def prepare(self, pair):
+        gs, dop = orig(self, pair)
+        seen.append((pair, gs.copy(), dop.copy(), self.params))
+        return gs, dop
+
+    monkeypatch.setattr(Scorer, "prepare", prepare)
+    slow = FakeRunner()
+    real_infer = slow._infer
+    slow._infer = lambda gs, dop: (time.sleep(0.02), real_infer(gs, dop))[1]  # the worker lags the loop
+    r = run(RunConfig(source=str(mp4), every_pair=every_pair, pace=True), runner=slow)
+    assert r["pairs_scored"] >= 3 and len(seen) == r["pairs_scored"]
+    for pair, gs, dop, params in seen:
+        (gx, gy, gw, gh), (dx, dy, dw, dh) = pair.area_gs, pair.area_doppler
+        g = frames[pair.frame_gs][gy:gy + gh, gx:gx + gw]
+        d = frames[pair.frame_doppler][dy:dy + dh, dx:dx + dw]
+        if g.shape != d.shape:
+            g = cv2.resize(g, (d.shape[1], d.shape[0]), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(gs[0], prepare_gs(g, pair.roi_gs, params))
+        assert np.array_equal(dop[0], prepare_doppler(d, pair.roi_doppler, params))

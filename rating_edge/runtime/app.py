@@ -202,11 +202,13 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
                     lo, pair, status = None, None, "frame not understood"
             stats.count_mode(lo.mode if lo is not None else "gs")
             stats.add("capture", fr.capture_ms)
+            # the overlay is drawn on `img` itself: what outlives this frame gets its own pixels first
+            pairer.detach(img)
             if pair is not None and scorer is not None:
                 if worker is None:
                     handle(scorer.score(pair))
                 else:
-                    worker.submit(pair)
+                    worker.submit(pair.detached(img))
             if worker is not None:
                 for res in worker.take():
                     handle(res)
@@ -225,7 +227,7 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
             t_r = time.perf_counter()
             if window is not None and window.roi is not None:
                 state.roi_override = window.roi
-            buf = render(img, lo, state, buf)
+            buf = render(img, lo, state, in_place=True)
             stats.add("render", (time.perf_counter() - t_r) * 1e3)
             for s in sinks:
                 if s.name in broken_sinks:

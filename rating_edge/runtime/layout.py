@@ -46,7 +46,7 @@ class LayoutParams:
     box_min_gray: int = 100  # box outlines are drawn light gray; dim noise dots in shadows are not outline
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
     no_signal_std: float = 3.0
-    redetect_every: int = 15  # find image areas at least every N frames (a screen layout changes rarely) ...
+    redetect_every: int = 30  # find image areas at least every N frames (a screen layout changes rarely) ...
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
 
 

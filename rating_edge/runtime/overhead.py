@@ -78,6 +78,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
             lo = det.detect(img)
             t2 = time.perf_counter()
             pair, status = pairer.update(i, i / 30.0, img, lo, t0)
+            pairer.detach(img)  # as the run loop does before drawing on the frame
             t3 = time.perf_counter()
             t4 = t5 = t3
             if pair is not None:
@@ -92,7 +93,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
                 t5 = time.perf_counter()
                 n_pairs += 1 if i >= warmup else 0
             st.status = status
-            out = render(img, lo, st, out)
+            out = render(img, lo, st, in_place=True)
             t6 = time.perf_counter()
             if i < warmup:
                 continue

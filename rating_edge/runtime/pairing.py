@@ -9,6 +9,7 @@ halves of one frame are the pair.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -40,6 +41,14 @@ class Pair:
     similarity: float
     t_capture: float = 0.0
     layout: str = "single"
+
+    def detached(self, frame: np.ndarray) -> "Pair":
+        """This pair with its own copies of any crop that is a view of `frame`, so the overlay can be
+        drawn on that frame in place while the worker still reads the crops."""
+        gs, dop = (np.array(c) if np.may_share_memory(c, frame) else c for c in (self.gs_bgr, self.doppler_bgr))
+        if gs is self.gs_bgr and dop is self.doppler_bgr:
+            return self
+        return dataclasses.replace(self, gs_bgr=gs, doppler_bgr=dop)
 
 
 def structure(area_bgr: np.ndarray, dop_mask=None) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +164,12 @@ class Pairer:
             self.section += 1
             self._section_ref = st
         self._gs = (index, t, crop, st, area)
+
+    def detach(self, frame: np.ndarray) -> None:
+        """Copy the held GS image if it is a view of `frame` (the overlay is about to be drawn on that
+        frame in place, and the GS image must stay as the scanner showed it for later pairs)."""
+        if self._gs is not None and np.may_share_memory(self._gs[2], frame):
+            self._gs = (self._gs[0], self._gs[1], self._gs[2].copy(), *self._gs[3:])
 
     def update(self, index: int, t: float, frame_bgr: np.ndarray, lo: FrameLayout, t_capture: float = 0.0):
         if not lo.signal:
