@@ -170,7 +170,8 @@ def test_real_onnx_package_and_sigkill_keeps_the_log(tmp_path):
     assert all(r[4] for r in rows)
 
 
-def test_scorer_prepares_the_sections_gs_once_and_the_same_inputs():
+@pytest.mark.parametrize("parallel", [True, False])
+def test_scorer_prepares_the_sections_gs_once_and_the_same_inputs(parallel):
     """The GS input is reused across the Doppler frames paired with one GS frame, and it is exactly what
     preprocessing gives; a new GS frame or another ROI is prepared afresh."""
     from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
@@ -180,6 +181,7 @@ def test_scorer_prepares_the_sections_gs_once_and_the_same_inputs():
     rng = np.random.default_rng(3)
     p = PreprocessParams(input_size=32)
     sc = Scorer(None, p)
+    sc.parallel = parallel  # GS beside Doppler on a second core, or one after the other
     gs1, gs2 = (rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(2))
 
     def pair(fg, fd, gs, roi):
@@ -196,6 +198,7 @@ def test_scorer_prepares_the_sections_gs_once_and_the_same_inputs():
     for c in (pair(4, 5, gs2, (5, 5, 80, 60)), pair(4, 6, gs2, (0, 0, 100, 80))):
         g_c, _ = sc.prepare(c)
         assert g_c is not g_a and np.array_equal(g_c[0], prepare_gs(c.gs_bgr, c.roi_gs, p))
+    sc.close()
 
 
 class ScriptedWindow:

@@ -123,6 +123,7 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
     sinks = []
     worker = None
     cap = None
+    scorer = None
     try:
         scorer, model_id, pkg_hash, banner = _open_runner(cfg, runner, errors)
         if cfg.log:
@@ -263,6 +264,8 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
         if worker is not None:
             stats.pairs_dropped = worker.dropped
             worker.close()
+        if scorer is not None:
+            scorer.close()
         src.close()
         for s in sinks:
             try:

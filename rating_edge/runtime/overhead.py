@@ -109,6 +109,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
             lat["total"].append((t6 - t0) * 1e3)
     finally:
         src.close()
+        scorer.close()
     return {"source": source, "size": [W, H], "frames": n, "pairs": n_pairs, "input_size": input_size,
             "latency_ms": {s: percentiles(v) for s, v in lat.items()},
             # CPU seconds this process spent per frame (all threads): less sensitive than wall time to
