@@ -165,3 +165,26 @@ def test_inspect_cli_json_shape(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rating_edge", "inspect", str(tmp_path / "missing.png")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr + bad.stdout
+
+
+def test_run_loop_detector_skips_only_the_fraction():
+    """fractions=False (the run loop) gives the same modes, boxes and Doppler boxes; only an area whose
+    box outline already says Doppler is left without its Doppler fraction."""
+    from rating_edge.phantom.video import PhantomScanner
+    from rating_edge.runtime.layout import LayoutDetector
+
+    sc = PhantomScanner(seed=2, size=(960, 540), fps=10, layout="dual")
+    full, lean = LayoutDetector(), LayoutDetector(fractions=False)
+    skipped = 0
+    for i in range(0, 200, 3):
+        img, _ = sc.frame(i)
+        a, b = full.detect(img), lean.detect(img)
+        assert (a.layout, a.frozen, a.signal) == (b.layout, b.frozen, b.signal)
+        for x, y in zip(a.areas, b.areas):
+            assert (x.box, x.mode, x.doppler_box) == (y.box, y.mode, y.doppler_box)
+            if y.doppler_fraction is None:
+                skipped += 1
+                assert x.mode == "doppler"
+            else:
+                assert y.doppler_fraction == x.doppler_fraction
+    assert skipped > 0

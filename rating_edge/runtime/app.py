@@ -133,7 +133,7 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
             if banner:
                 log.event("engine", banner)
         doppler_params = scorer.params.doppler if scorer is not None else None
-        detector = LayoutDetector(profile, doppler_params)
+        detector = LayoutDetector(profile, doppler_params, fractions=False)
         pairer = Pairer(cfg.max_pair_age_s, cfg.min_similarity, profile.roi, doppler_params)
         agg = TemporalAggregator()
         if cfg.out:

@@ -55,12 +55,12 @@ class Area:
     box: tuple  # x, y, w, h in frame pixels
     mode: str = "gs"  # "gs" | "doppler"
     doppler_box: tuple | None = None
-    doppler_fraction: float = 0.0
+    doppler_fraction: float | None = 0.0  # None: not measured (a detector made with fractions=False)
 
     def to_json(self) -> dict:
         return {"box": [int(v) for v in self.box], "mode": self.mode,
                 "doppler_box": None if self.doppler_box is None else [int(v) for v in self.doppler_box],
-                "doppler_fraction": round(float(self.doppler_fraction), 6)}
+                "doppler_fraction": None if self.doppler_fraction is None else round(float(self.doppler_fraction), 6)}
 
 
 @dataclass
@@ -333,7 +333,11 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
 class LayoutDetector:
     """Per-frame screen understanding with a little state (the previous frame, for `frozen`)."""
 
-    def __init__(self, profile: Profile | None = None, doppler: DopplerParams | None = None):
+    def __init__(self, profile: Profile | None = None, doppler: DopplerParams | None = None, fractions: bool = True):
+        """`fractions=False`: an area whose Doppler box outline already says "Doppler" is not also
+        segmented for its Doppler fraction (left None); the run loop needs only the mode and the box,
+        and this is the most expensive step of a Doppler frame's detection."""
+        self.fractions = fractions
         self.profile = profile or Profile()
         self.p = self.profile.detect
         self.dp = self.profile.doppler or doppler or DopplerParams()
@@ -413,6 +417,10 @@ class LayoutDetector:
         scanner in Doppler mode draws the box even when there is no flow to colour)."""
         x, y, w, h = box
         crop = img[y:y + h, x:x + w]
+        outline = doppler_box_outline(crop, self.p)
+        if outline is not None and not self.fractions:
+            bx, by, bw, bh = outline
+            return Area(box, "doppler", (x + bx, y + by, bw, bh), None)
         step = 2
         m = doppler_signal_u8(crop, self.dp, step)
         if self.profile.ui_regions:
@@ -425,7 +433,6 @@ class LayoutDetector:
         count = cv2.countNonZero(m)
         frac = count / float(m.size)
         colour = count >= self.p.doppler_min_pixels and frac >= self.p.doppler_min_fraction
-        outline = doppler_box_outline(crop, self.p)
         if outline is not None:
             bx, by, bw, bh = outline
             return Area(box, "doppler", (x + bx, y + by, bw, bh), frac)
@@ -502,7 +509,7 @@ def draw_layout(frame_bgr: np.ndarray, lo: FrameLayout) -> np.ndarray:
         x, y, w, h = a.box
         col = (255, 0, 255) if a.mode == "doppler" else (0, 255, 0)
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), col, 2)
-        cv2.putText(out, f"{a.mode} {a.doppler_fraction:.3f}", (x + 4, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+        cv2.putText(out, f"{a.mode} {'-' if a.doppler_fraction is None else format(a.doppler_fraction, '.3f')}", (x + 4, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, col, 1, cv2.LINE_AA)
         if a.doppler_box is not None:
             dx, dy, dw, dh = a.doppler_box

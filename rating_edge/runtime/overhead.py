@@ -49,7 +49,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
             buf.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR) if img.shape[:2] != (H, W) else img)
         src.close()
     params = PreprocessParams(input_size=input_size)
-    det = LayoutDetector(doppler=params.doppler)
+    det = LayoutDetector(doppler=params.doppler, fractions=False)  # as the run loop
     pairer = Pairer()
     scorer = Scorer(None, params)  # its preprocessing only: the engine is what this leaves out
     agg = TemporalAggregator()
