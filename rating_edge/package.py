@@ -30,6 +30,7 @@ from pathlib import Path
 
 from rating_edge import __version__
 from rating_edge.errors import PackageError
+from rating_edge.manifest import read_manifest_json
 
 PACKAGE_FILE = "model.json"
 FORMAT = "rating-edge-package"
@@ -125,12 +126,7 @@ def load_package(path, verify: bool = True) -> Package:
     mj = path / PACKAGE_FILE
     if not mj.is_file():
         raise PackageError(f"{path}: not a model package (no {PACKAGE_FILE}); make one with `rating-edge export`")
-    try:
-        meta = json.loads(mj.read_text())
-    except json.JSONDecodeError as e:
-        raise PackageError(f"{mj}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise PackageError(f"{mj}: not a rating-edge model package (format={meta.get('format')!r})")
+    meta = read_manifest_json(mj, FORMAT, "model package", PackageError)
     for key in ("spec", "preprocess", "graphs", "artifacts"):
         if key not in meta:
             raise PackageError(f"{mj}: missing key {key!r}; re-export the package")

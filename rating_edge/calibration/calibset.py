@@ -23,6 +23,7 @@ import numpy as np
 from rating_edge.errors import CalibrationError
 from rating_edge.package import sha256_file
 from rating_edge.preprocess import PreprocessParams
+from rating_edge.manifest import read_manifest_json
 
 MANIFEST = "calib.json"
 FORMAT = "rating-edge-calib"
@@ -189,12 +190,7 @@ def load_calib(path, params: PreprocessParams | None = None, warn_small: bool = 
     mf = path / MANIFEST
     if not mf.is_file():
         raise CalibrationError(f"{path}: not a calibration set (no {MANIFEST}); make one with `rating-edge calib collect`")
-    try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise CalibrationError(f"{mf}: not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise CalibrationError(f"{mf}: not a rating-edge calibration set")
+    manifest = read_manifest_json(mf, FORMAT, "calibration set", CalibrationError)
     if not manifest.get("shards") or int(manifest.get("count", 0)) == 0:
         raise CalibrationError(f"{path}: the calibration set is empty")
     if params is not None:

@@ -21,6 +21,7 @@ from rating_edge.errors import CheckpointError
 from rating_edge.model.networks import build_network
 from rating_edge.spec import EnsembleSpec, parse_network_id
 from rating_edge.package import sha256_file
+from rating_edge.manifest import read_manifest_json
 
 MANIFEST = "ensemble.json"
 FORMAT = "rating-edge-ensemble"
@@ -88,12 +89,7 @@ def read_manifest(folder) -> dict:
     if not p.is_file():
         raise CheckpointError(f"{folder}: no {MANIFEST}; a checkpoint folder holds {MANIFEST} and networks/*.safetensors "
                               "(see README, 'Checkpoint layout'); import .pth files with `rating-edge import-checkpoints`")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: not valid JSON ({e})") from None
-    if data.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: not a rating-edge ensemble manifest (format={data.get('format')!r})")
+    data = read_manifest_json(p, FORMAT, "ensemble manifest", CheckpointError)
     spec = EnsembleSpec.from_dict(data.get("spec", {}))
     nets = data.get("networks", {})
     for nid in spec.network_ids():
