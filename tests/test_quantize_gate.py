@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from rating_edge.calibration.calibset import write_calib  # noqa: E402
-from rating_edge.calibration.qonnx import shared_input_relus  # noqa: E402
+from rating_edge.calibration.qonnx import non_residual_adds, shared_input_relus  # noqa: E402
 from rating_edge.calibration.quantize import GateRefused, quantize_package  # noqa: E402
 from rating_edge.errors import CalibrationError, PackageError  # noqa: E402
 from rating_edge.package import load_package  # noqa: E402
@@ -77,6 +77,13 @@ def test_int8_package_passes_gate_and_carries_both_forms(setup):
     # ... except where the Relu's input has other consumers (the Grad-CAM mask of SH's MLP): those
     # stay FP32, because folding them would leave the negatives in
     assert len(dq_relus) == len(shared_input_relus(load_package(setup[1]).file("model.onnx"))) > 0
+    # Adds outside the residual connections (head bias before the sigmoid, the heatmap's max + eps) stay
+    # FP32: in U8 the eps vanished and an all-zero Grad-CAM map became 0/0 = NaN
+    kept = non_residual_adds(load_package(setup[1]).file("model.onnx"))
+    ops_by_name = {n.name: n.op_type for n in u8.graph.node}
+    assert kept and all(ops_by_name.get(k) == "Add" for k in kept)
+    assert "QLinearAdd" in ops_by_name.values()  # the residual adds are still quantized
+    assert all(rep["nonfinite_pairs"] == 0 for rep in rec["reports"].values())
     # the runtime picks the U8S8 form on ONNX Runtime
     from rating_edge.runtime.engines import choose_variant, make_runner
 
@@ -119,3 +126,22 @@ def test_bad_inputs(setup, tmp_path):
     if (d / "int8").exists():
         with pytest.raises(PackageError, match="precision is int8"):
             quantize_package(d / "int8", d / "calib", tmp_path / "w")
+
+
+def test_nan_outputs_are_refused_by_the_gate(setup, monkeypatch):
+    """A variant whose heatmaps (or probabilities) hold NaN on some pair never passes, whatever the grades."""
+    import rating_edge.calibration.quantize as Q
+
+    real = Q._infer
+
+    def infer(package, variant, cs, batch=16):
+        out = real(package, variant, cs, batch)
+        if variant == "int8-u8s8":
+            out["heat_gs"][0] = np.nan
+        return out
+
+    monkeypatch.setattr(Q, "_infer", infer)
+    d, _ = setup
+    with pytest.raises(GateRefused, match="NaN or infinite outputs on 1 pairs"):
+        _q(setup, "calib", "nan-int8", gate=0.5, fallback=False)
+    assert not (d / "nan-int8").exists()

@@ -308,3 +308,35 @@ def test_overlay_drawn_in_place_never_reaches_the_engine(phantom_mp4, monkeypatc
             g = cv2.resize(g, (d.shape[1], d.shape[0]), interpolation=cv2.INTER_AREA)
         assert np.array_equal(gs[0], prepare_gs(g, pair.roi_gs, params))
         assert np.array_equal(dop[0], prepare_doppler(d, pair.roi_doppler, params))
+
+
+def test_non_finite_engine_outputs_are_not_shown():
+    """NaN probabilities are an engine failure (banner, no grade); a NaN heatmap is dropped, scores kept."""
+    from rating_edge.preprocess import PreprocessParams
+    from rating_edge.runtime.pairing import Pair
+    from rating_edge.runtime.worker import Scorer
+
+    class NanRunner(FakeRunner):
+        def __init__(self, what):
+            super().__init__()
+            self.what = what
+
+        def _infer(self, gs, dop):
+            out = super()._infer(gs, dop)
+            out[self.what] = np.full_like(out[self.what], np.nan)
+            return out
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    pair = Pair(1, 2, 0.1, 1, img, img, None, None, (0, 0, 120, 90), (0, 0, 120, 90), 0.9)
+    for what, ok in (("sh_prob", False), ("heat_gs", True)):
+        runner = NanRunner(what)
+        runner.activate()
+        sc = Scorer(runner, PreprocessParams(input_size=64))
+        res = sc.score(pair)
+        assert res.ok is ok
+        if ok:
+            assert res.heat_gs is None and res.heat_doppler is not None and res.scores is not None
+        else:
+            assert "NaN" in res.error
+        sc.close()

@@ -93,3 +93,38 @@ def test_verify_cli_on_phantom_pairs(tmp_path, capsys, monkeypatch):
         assert main(["verify", str(pkg), "--reference", str(ck), "--phantom", "2", "--data", str(tmp_path)]) == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_default_gates_follow_what_the_package_promises():
+    """Exact exports are gated on exactness; an INT8 variant on its quantization gate (probabilities and
+    heatmaps reported only); a distilled student on grade agreement."""
+    from types import SimpleNamespace
+
+    from rating_edge.export.verify import DISTILL_GRADE_AGREEMENT, default_gates
+
+    exact = SimpleNamespace(meta={"precision": "fp32"}, strategy="stack")
+    int8 = SimpleNamespace(meta={"precision": "int8", "quantization": {"gate": 0.985, "member_gate": 0.9}},
+                           strategy="stack")
+    student = SimpleNamespace(meta={"precision": "fp32"}, strategy="distill")
+    assert default_gates(exact)[0] == Gates()
+    assert default_gates(int8)[0] == Gates()  # the INT8 package's default graphs are its FP32 ones
+    g, why = default_gates(int8, "int8-u8s8")
+    assert (g.min_grade_agreement, g.min_network_agreement) == (0.985, 0.9) and "0.985" in why
+    rep = {"outputs": {"sh_prob": {"max_abs_diff": 0.3}, "heat_gs": {"corr_min": 0.2}},
+           "grades": {k: {"agreement": 0.99} for k in ("sh", "vs", "combined")},
+           "min_network_agreement": 0.95, "network_agreement": {"n": 0.95}}
+    assert apply_gates(rep, g) == []  # INT8-sized differences pass ...
+    assert apply_gates(rep, Gates())  # ... which the exact gates refuse
+    rep["grades"]["combined"]["agreement"] = 0.98
+    assert apply_gates(rep, g) == ["combined grade agreement 0.9800 < 0.985"]
+    assert default_gates(student)[0].min_grade_agreement == DISTILL_GRADE_AGREEMENT
+
+
+def test_nan_outputs_fail_under_any_gates():
+    rng = np.random.default_rng(0)
+    ref = {"heat_gs": rng.uniform(0, 1, (4, 3, 3)).astype(np.float32)}
+    test = {"heat_gs": ref["heat_gs"].copy()}
+    test["heat_gs"][2] = np.nan
+    rep = compare_outputs(ref, test)
+    loose = Gates(max_prob_diff=1.0, min_grade_agreement=0.0, min_network_agreement=0.0, min_heat_corr=-1.0)
+    assert apply_gates(rep, loose) == ["heat_gs: NaN or infinite values on 1 pairs"]

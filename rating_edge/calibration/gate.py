@@ -41,12 +41,21 @@ def agreement_report(ref: dict, test: dict, spec) -> dict:
         "members": members,
         "models": models,
     }
+    # NaN/Inf anywhere in a pair's outputs (a scale that lost an epsilon, an overflow) fails that pair
+    # outright: a NaN heatmap would otherwise read as "no correlation to measure"
+    bad = np.zeros(n, bool)
+    for k, v in test.items():
+        v = np.asarray(v)
+        if v.ndim and v.shape[0] == n and np.issubdtype(v.dtype, np.floating):
+            bad |= ~np.isfinite(v.reshape(n, -1)).all(axis=1)
+    rep["nonfinite_pairs"] = int(bad.sum())
     for k in ("heat_gs", "heat_doppler"):
         if k in ref and k in test:
             x, y = ref[k].reshape(n, -1).astype(np.float64), test[k].reshape(n, -1).astype(np.float64)
             x, y = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
             den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
             corr = np.where(den > 0, (x * y).sum(1) / np.maximum(den, 1e-30), 1.0)
+            corr = np.where(np.isfinite(y).all(axis=1), corr, 0.0)
             rep[f"{k}_corr_min"] = float(corr.min())
     return rep
 

@@ -152,11 +152,12 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
             worst = min(r["combined_agreement"] for r in reports.values())
             members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
                                                     for r in reports.values())
+            finite_ok = all(r["nonfinite_pairs"] == 0 for r in reports.values())
             rounds.append({"fp32_layers": len(extra), "combined_agreement": {v: r["combined_agreement"]
                                                                             for v, r in reports.items()}})
             log(f"  {len(extra)} extra layer(s) kept FP32: combined agreement "
                 + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items()))
-            if worst >= gate and members_ok:
+            if worst >= gate and members_ok and finite_ok:
                 break
         else:
             if sensitivity is None:
@@ -166,7 +167,10 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
             bad = min(reports.items(), key=lambda kv: kv[1]["combined_agreement"])
             members = ", ".join(f"{m['network']} {m['agreement']:.2f}" for m in worst_members(bad[1]))
             why = ("even with the most sensitive layers kept in FP32" if fallback else "(fallback disabled)")
-            if worst >= gate:  # the combined score held; a member did not
+            if not finite_ok:
+                bad = max(reports.items(), key=lambda kv: kv[1]["nonfinite_pairs"])
+                what = f"{bad[0]} gave NaN or infinite outputs on {bad[1]['nonfinite_pairs']} pairs"
+            elif worst >= gate:  # the combined score held; a member did not
                 bad = min(reports.items(), key=lambda kv: kv[1]["member_agreement_min"])
                 what = (f"member agreement {bad[1]['member_agreement_min']:.3f} ({bad[0]}) is below the member "
                         f"gate {member_gate}")

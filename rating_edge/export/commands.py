@@ -69,25 +69,34 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(None, help="Use at most this many pairs of --data."),
         variant: str = typer.Option(None, help="Package variant to run (e.g. int8-u8s8)."),
         json_out: Path = typer.Option(None, "--json", help="Write the full report here."),
-        max_prob_diff: float = typer.Option(1e-4, help="Gate: max |P_package - P_reference|."),
-        min_grade_agreement: float = typer.Option(1.0, help="Gate: SH/VS/combined grade agreement (0-1)."),
-        min_network_agreement: float = typer.Option(1.0, help="Gate: per-network binary decision agreement (0-1)."),
-        min_heat_corr: float = typer.Option(0.99, help="Gate: heatmap correlation with autograd Grad-CAM (min over pairs)."),
+        max_prob_diff: float = typer.Option(None, help="Gate: max |P_package - P_reference| (default 1e-4 for "
+                                            "exact exports, not gated for INT8 variants and distilled students)."),
+        min_grade_agreement: float = typer.Option(None, help="Gate: SH/VS/combined grade agreement, 0-1 (default 1 "
+                                                  "for exact exports, the quantization gate for INT8, 0.97 distilled)."),
+        min_network_agreement: float = typer.Option(None, help="Gate: per-network binary decision agreement, 0-1 "
+                                                    "(default 1 for exact exports)."),
+        min_heat_corr: float = typer.Option(None, help="Gate: heatmap correlation with autograd Grad-CAM, min over "
+                                            "pairs (default 0.99 for exact exports)."),
         seed: int = typer.Option(0, help="Seed for phantom pairs."),
     ):
         """Run a package and the eager reference on the same pairs; exit 1 when a gate fails."""
         from rating_edge.export.inputs import dataset_pairs, phantom_pairs
-        from rating_edge.export.verify import Gates, verify_package
+        from rating_edge.export.verify import Gates, default_gates, verify_package
         from rating_edge.package import load_package
 
         if data is not None and phantom is not None:
             raise RatingEdgeError("use either --data or --phantom, not both")
-        params = load_package(pkg).preprocess
+        package = load_package(pkg)
+        params = package.preprocess
+        base, why = default_gates(package, variant)
+        given = {"max_prob_diff": max_prob_diff, "min_grade_agreement": min_grade_agreement,
+                 "min_network_agreement": min_network_agreement, "min_heat_corr": min_heat_corr}
+        gates = Gates(**{k: (v if v is not None else getattr(base, k)) for k, v in given.items()})
+        console.print(f"gates: {why}" + (" (with the options given)" if any(v is not None for v in given.values()) else ""))
         if data is not None:
             gs, dop = dataset_pairs(data, params, limit)
         else:
             gs, dop = phantom_pairs(phantom or 16, params, seed)
-        gates = Gates(max_prob_diff, min_grade_agreement, min_network_agreement, min_heat_corr)
         rep = verify_package(pkg, reference, gs, dop, gates, variant)
         print_report(rep)
         if json_out:

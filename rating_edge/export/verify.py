@@ -26,6 +26,28 @@ class Gates:
     min_heat_corr: float = 0.99
 
 
+# A distilled student is trained to reproduce the ensemble's grades, not its probabilities
+DISTILL_GRADE_AGREEMENT = 0.97
+
+
+def default_gates(package, variant: str | None = None) -> tuple[Gates, str]:
+    """The gates a package should meet by default, and why: FP32 exports are exact up to float rounding;
+    an INT8 variant must keep the grade agreement its quantization gate promised (probabilities and
+    heatmaps are reported, not gated, as in `rating-edge quantize`); a distilled student must keep
+    DISTILL_GRADE_AGREEMENT."""
+    if variant and variant.startswith("int8"):
+        q = package.meta.get("quantization") or {}
+        g = float(q.get("gate") or 0.98)
+        return (Gates(max_prob_diff=1.0, min_grade_agreement=g,
+                      min_network_agreement=float(q.get("member_gate") or 0.0), min_heat_corr=-1.0),
+                f"INT8 variant {variant}: grade agreement >= its quantization gate {g:g}")
+    if package.strategy == "distill":
+        return (Gates(max_prob_diff=1.0, min_grade_agreement=DISTILL_GRADE_AGREEMENT, min_network_agreement=0.0,
+                      min_heat_corr=-1.0),
+                f"distilled student: grade agreement >= {DISTILL_GRADE_AGREEMENT:g}")
+    return Gates(), "exact export: probabilities within 1e-4, identical grades and decisions, Grad-CAM corr >= 0.99"
+
+
 def weighted_kappa(a, b, n: int = N_GRADES) -> float:
     """Linearly weighted Cohen's kappa; 1.0 when both raters agree perfectly (even on a single grade)."""
     a = np.asarray(a).ravel()
@@ -70,7 +92,8 @@ def compare_outputs(ref: dict, test: dict) -> dict:
                 raise ValueError(f"{k}: shapes differ ({r.shape} vs {t.shape})")
             d = np.abs(r - t)
             rep["pairs"] = int(r.shape[0])
-            rep["outputs"][k] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
+            rep["outputs"][k] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+                                 "nonfinite_pairs": int((~np.isfinite(t.reshape(len(t), -1))).any(axis=1).sum())}
     if all(k in ref and k in test for k in PROB_KEYS):
         nets = {}
         for k in PROB_KEYS:
@@ -95,7 +118,9 @@ def compare_outputs(ref: dict, test: dict) -> dict:
 
 def apply_gates(rep: dict, gates: Gates) -> list[str]:
     """Failure messages (empty when every gate passes)."""
-    fails = []
+    # NaN/Inf compare false against every threshold, so they are failures of their own, under any gates
+    fails = [f"{k}: NaN or infinite values on {o['nonfinite_pairs']} pairs" for k, o in rep["outputs"].items()
+             if o.get("nonfinite_pairs")]
     for k in PROB_KEYS:
         if k in rep["outputs"] and rep["outputs"][k]["max_abs_diff"] > gates.max_prob_diff:
             fails.append(f"{k}: max |diff| {rep['outputs'][k]['max_abs_diff']:.3g} > {gates.max_prob_diff:g}")

@@ -38,6 +38,14 @@ class Result:
         return self.error is None
 
 
+def _finite_map(batch) -> np.ndarray | None:
+    """The pair's heatmap, or None when there is none or it is not finite (no wash beats a wrong one)."""
+    if batch is None:
+        return None
+    m = np.asarray(batch)[0]
+    return m if np.isfinite(m).all() else None
+
+
 class Scorer:
     """The engine-facing half of a pair's life (everything a Runner does not)."""
 
@@ -88,14 +96,15 @@ class Scorer:
             t2 = time.perf_counter()
             sh_prob = np.asarray(out["sh_prob"])[0]
             vs_prob = np.asarray(out["vs_prob"])[0]
+            if not (np.isfinite(sh_prob).all() and np.isfinite(vs_prob).all()):
+                raise ValueError("engine returned NaN or infinite probabilities")  # never shown as a grade
             sc = score_probs(sh_prob[None], vs_prob[None])
             scores = {k: (v[0] if np.ndim(v) else v) for k, v in sc.items()}
             t3 = time.perf_counter()
         except Exception as e:  # noqa: BLE001 - fail open: the feed must keep flowing
             return Result(pair, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
                           t_done=time.perf_counter())
-        heat_gs = np.asarray(out.get("heat_gs"))[0] if out.get("heat_gs") is not None else None
-        heat_dop = np.asarray(out.get("heat_doppler"))[0] if out.get("heat_doppler") is not None else None
+        heat_gs, heat_dop = (_finite_map(out.get(k)) for k in ("heat_gs", "heat_doppler"))
         return Result(pair, scores, sh_prob, vs_prob, heat_gs, heat_dop,
                       {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "score": (t3 - t2) * 1e3}, t3)
 
