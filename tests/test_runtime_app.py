@@ -340,3 +340,15 @@ def test_non_finite_engine_outputs_are_not_shown():
         else:
             assert "NaN" in res.error
         sc.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator settings")
+def test_allocator_settings_apply_once_and_can_be_turned_off():
+    code = "from rating_edge.runtime.memory import keep_freed_memory as k; print(k(), k())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "RATING_EDGE_MALLOC_TUNE": "0"}).stdout.split()
+    import platform
+
+    assert on == (["True", "True"] if platform.libc_ver()[0] == "glibc" else ["False", "False"])
+    assert off == ["False", "False"]

@@ -17,6 +17,7 @@ from rating_edge.errors import RatingEdgeError
 from rating_edge.runtime.aggregate import TemporalAggregator
 from rating_edge.runtime.capture import CaptureThread, open_source
 from rating_edge.runtime.layout import FrameLayout, LayoutDetector, Profile, load_profile
+from rating_edge.runtime.memory import keep_freed_memory
 from rating_edge.runtime.overlay import OverlayState, render
 from rating_edge.runtime.pairing import MIN_SIMILARITY, Pairer
 from rating_edge.runtime.session_log import SessionLog
@@ -115,6 +116,7 @@ def handle_key(k: int, state: OverlayState, window, snap: SnapshotSink | None) -
 def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
     """Run a session; returns the report dict (also written to cfg.report). `runner` injects an engine,
     `window` a window sink (anything with write, key, roi, close: tests drive keys and mouse with it)."""
+    keep_freed_memory()
     profile = load_profile(cfg.profile) if cfg.profile else Profile()
     log = None
     stats = RunStats()

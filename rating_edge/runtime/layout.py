@@ -330,6 +330,13 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
     return (int(x0), y0, int(x1 - x0 + 1), y1 - y0 + 1)
 
 
+def _same_boxes(old, new, tol: int) -> bool:
+    """Whether two area searches found the same areas up to `tol` pixels per edge. Keeping the earlier
+    boxes then keeps crops, ROIs and pairing from shifting with search noise (a GS image held for a
+    section would otherwise need resizing to every Doppler frame's slightly different area)."""
+    return len(old) == len(new) and all(abs(a - b) <= tol for bo, bn in zip(old, new) for a, b in zip(bo, bn))
+
+
 class LayoutDetector:
     """Per-frame screen understanding with a little state (the previous frame, for `frozen`)."""
 
@@ -390,6 +397,8 @@ class LayoutDetector:
         else:
             boxes = find_image_areas(gray, self.p, self._ui_mask(W, H, f), small)
             boxes_full = [(x * f, y * f, min(w * f, W - x * f), min(h * f, H - y * f)) for x, y, w, h in boxes]
+            if self._boxes is not None and _same_boxes(self._boxes, boxes_full, 2 * f):
+                boxes_full = self._boxes  # the same picture found again a grid step off: keep it steady
             self._boxes, self._since = boxes_full, 0
             self._outside = np.full(gray.shape, 255, np.uint8)  # the screen around the areas, to watch
             for x, y, w, h in boxes:

@@ -15,6 +15,7 @@ from rating_edge.preprocess import PreprocessParams
 from rating_edge.runtime.aggregate import TemporalAggregator
 from rating_edge.runtime.capture import open_source
 from rating_edge.runtime.layout import LayoutDetector
+from rating_edge.runtime.memory import keep_freed_memory
 from rating_edge.runtime.overlay import OverlayState, render
 from rating_edge.runtime.pairing import Pairer
 from rating_edge.runtime.stats import percentiles
@@ -38,6 +39,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
     synthetic renderer is not a capture cost) and the capture stage is then the frame copy a grabber does.
     """
     W, H = int(size[0]), int(size[1])
+    keep_freed_memory()  # as `rating-edge run` does
     src = open_source(source).open()
     pre_rendered = src.live  # phantom / live sources: render first, time only the copy
     buf = []

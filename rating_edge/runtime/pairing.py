@@ -153,6 +153,7 @@ class Pairer:
         self._gs = None  # (frame index, t, crop, structure, area)
         self._section_ref = None  # structure of the first GS image of the current section
         self._last_roi = None
+        self._gs_resized = None  # ((GS frame index, Doppler crop shape), the GS image at that size)
 
     def _new_gs(self, index, t, crop, area, sub=None):
         """Track sections: a GS image unlike the first GS image of the current section starts a new one.
@@ -198,7 +199,12 @@ class Pairer:
         if sim < self.min_similarity:
             return None, "Doppler: waiting for a GS image of this section"
         if gcrop.shape != crop.shape:
-            gcrop = cv2.resize(gcrop, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_AREA)
+            # the image area was found a few pixels larger or smaller than on the GS frame: bring the GS
+            # image to the Doppler image's size, once per size (every later Doppler frame needs the same)
+            key = (gi, crop.shape)
+            if self._gs_resized is None or self._gs_resized[0] != key:
+                self._gs_resized = (key, cv2.resize(gcrop, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_AREA))
+            gcrop = self._gs_resized[1]
         roi = roi_in_area(area, self.roi)
         pair = Pair(gi, index, t, self.section, gcrop, crop, roi, roi, area.box, area.box, sim, t_capture, "single")
         return pair, "paired"
