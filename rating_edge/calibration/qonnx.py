@@ -86,7 +86,18 @@ def _external(src: Path) -> bool:
     return any(p.suffix != ".onnx" for p in src.parent.glob(src.stem + "*")) or src.stat().st_size > (1 << 30)
 
 
-def shared_input_relus(onnx_path) -> list[str] | None:
+def _graph(model):
+    """An ONNX graph from a path, a loaded ModelProto or a GraphProto (weights not needed)."""
+    import onnx
+
+    if isinstance(model, onnx.GraphProto):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return model.graph
+    return onnx.load(str(model), load_external_data=False).graph
+
+
+def shared_input_relus(model) -> list[str] | None:
     """Relus whose input also feeds other nodes, which must stay FP32 in the U8S8 form.
 
     ONNX Runtime drops a quantized Relu by reusing its producer's U8 tensor, but only narrows that
@@ -95,14 +106,12 @@ def shared_input_relus(onnx_path) -> list[str] | None:
     mask), and folding them moved SH probabilities by up to 0.38 in tests. None: some Relu has no name,
     so none can be excluded by name, and Relu must not be quantized at all.
     """
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
+    g = _graph(model)
     uses: dict[str, int] = {}
-    for n in m.graph.node:
+    for n in g.node:
         for i in n.input:
             uses[i] = uses.get(i, 0) + 1
-    relus = [n for n in m.graph.node if n.op_type == "Relu"]
+    relus = [n for n in g.node if n.op_type == "Relu"]
     if any(not n.name for n in relus):
         return None
     return [n.name for n in relus if uses.get(n.input[0], 0) > 1]
@@ -112,18 +121,16 @@ def shared_input_relus(onnx_path) -> list[str] | None:
 _BACKBONE_OPS = {"Conv", "Relu", "MaxPool", "Add", "BatchNormalization"}
 
 
-def non_residual_adds(onnx_path) -> list[str] | None:
+def non_residual_adds(model) -> list[str] | None:
     """Adds outside the backbones' residual connections, which must stay FP32 in the U8S8 form.
 
     Those are a head's bias add before its sigmoid and the heatmap normalisation's `max + eps`: in U8
     the eps vanishes, and a Grad-CAM map that is zero everywhere became 0/0 = NaN (54 of 200 phantom
     test images of the trained tiny ensemble). None: some Add has no name to exclude it by.
     """
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    made_by = {o: n.op_type for n in m.graph.node for o in n.output}
-    adds = [n for n in m.graph.node if n.op_type == "Add"]
+    g = _graph(model)
+    made_by = {o: n.op_type for n in g.node for o in n.output}
+    adds = [n for n in g.node if n.op_type == "Add"]
     if any(not n.name for n in adds):
         return None
     return [n.name for n in adds if not all(made_by.get(i) in _BACKBONE_OPS for i in n.input)]
@@ -137,7 +144,8 @@ def quantize_ort(src: Path, dst: Path, form: str, feeds: dict, method: str, cach
     ops, exclude = (QUANT_OPS, list(exclude or []))
     if form == "u8s8":
         ops = list(CPU_QUANT_OPS)
-        for op, unsafe in (("Relu", shared_input_relus(src)), ("Add", non_residual_adds(src))):
+        graph = _graph(src)  # read once: an inline paper-size graph is 700 MB
+        for op, unsafe in (("Relu", shared_input_relus(graph)), ("Add", non_residual_adds(graph))):
             if unsafe is None:  # cannot be excluded one by one: leave the operator type FP32
                 ops.remove(op)
             else:
