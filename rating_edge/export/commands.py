@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
             gs, dop = dataset_pairs(data, params, limit)
         else:
             gs, dop = phantom_pairs(phantom or 16, params, seed)
-        rep = verify_package(pkg, reference, gs, dop, gates, variant)
+        rep = verify_package(package, reference, gs, dop, gates, variant)  # loaded and hash-checked once
         print_report(rep)
         if json_out:
             json_out.write_text(json.dumps(rep, indent=2))

@@ -165,12 +165,13 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
                    variant: str | None = None, reference: dict | None = None) -> dict:
     """Run `pkg` and the reference checkpoint on the same pairs; report with `passed` and `failures`.
 
-    `reference` may be given precomputed (e.g. another package's outputs from `run_package`).
+    `pkg` is a package folder or an already loaded (hash-checked) Package. `reference` may be given
+    precomputed (e.g. another package's outputs from `run_package`).
     """
-    from rating_edge.package import load_package
+    from rating_edge.package import Package, load_package
 
     gates = gates or Gates()
-    package = load_package(pkg)
+    package = pkg if isinstance(pkg, Package) else load_package(pkg)
     test = run_package(package, gs, doppler, variant)
     ref = reference if reference is not None else reference_outputs(reference_ckpt, gs, doppler)
     rep = compare_outputs(ref, test)
