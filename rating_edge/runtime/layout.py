@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.preprocess import DopplerParams, check_image, colour_mask_u8
+from rating_edge.preprocess import DopplerParams, check_image, colour_mask_u8, max_and_chroma
 
 DETECT_WIDTH = 480  # working width of area detection
 
@@ -212,8 +212,7 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, smal
     h, w = small_gray.shape
     T = texture_map(small_gray)
     if small_bgr is not None:  # Doppler colour is picture content, however smooth (large confluent flow)
-        b, g, r = cv2.split(small_bgr)
-        T |= cv2.subtract(cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r)) >= 40
+        T |= max_and_chroma(small_bgr)[1] >= 40
     if ui_mask is not None:
         T &= ~ui_mask
     Tf = T.astype(np.float32)

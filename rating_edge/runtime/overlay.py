@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from rating_edge.preprocess import max_and_chroma
 from rating_edge.runtime.layout import FrameLayout
 
 YELLOW = (0, 255, 255)
@@ -113,8 +114,7 @@ def _ink(frame_bgr, x, y, pw, ph) -> float:
     patch = frame_bgr[y:y + ph:2, x:x + pw:2]
     gray = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
     bg = float(np.median(gray))
-    b, g, r = cv2.split(patch)
-    chroma = cv2.subtract(cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r))
+    chroma = max_and_chroma(patch)[1]
     return float(((cv2.absdiff(gray, bg) > 30) | (chroma > 40)).mean())
 
 
