@@ -226,8 +226,7 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, smal
         x, y, bw, bh, area = (int(v) for v in stats[i])
         if area < p.min_area_frac * w * h or bw < min_w or bh < min_h:
             continue
-        x0, y0 = max(0, x - k), max(0, y - k)
-        x1, y1 = min(w, x + bw + k), min(h, y + bh + k)
+        x0, x1 = max(0, x - k), min(w, x + bw + k)
         band = Tf[y:y + bh, x:x + bw].mean(axis=1)  # densest rows (tissue): shadows do not thin the columns
         band_rows = np.nonzero(band >= p.col_rel * float(np.median(band)))[0] + y
         cols = Tf[band_rows, x0:x1].mean(axis=0)

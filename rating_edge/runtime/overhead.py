@@ -57,7 +57,6 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
     agg = TemporalAggregator()
     sh_p, vs_p, heat_g, heat_d = _fixed_outputs()
     st = OverlayState(model_id="overhead", fps=30.0)
-    out = None
     lat = {s: [] for s in STAGES}
     n_pairs = 0
     n = 0
@@ -95,7 +94,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
                 t5 = time.perf_counter()
                 n_pairs += 1 if i >= warmup else 0
             st.status = status
-            out = render(img, lo, st, in_place=True)
+            render(img, lo, st, in_place=True)
             t6 = time.perf_counter()
             if i < warmup:
                 continue

@@ -129,8 +129,8 @@ def _crop(img, box):
 
 def _subsampled(lo: FrameLayout, box):
     """The area at every STEP-th pixel (BGR, gray), cut from the frame that layout detection already
-    subsampled, when that frame is exactly every STEP-th pixel (1920x1080 and 1280x720 at step 4 are)
-    and the box lies on that grid; else None, and the area is subsampled again."""
+    subsampled, when that frame is exactly every STEP-th pixel (1920x1080 is; 1280x720 is detected at
+    step 2) and the box lies on that grid; else None, and the area is subsampled again."""
     W, H = lo.size
     x, y, w, h = box
     if lo.small is None or lo.step != STEP or W % STEP or H % STEP or (x | y | w | h) % STEP:
@@ -152,7 +152,6 @@ class Pairer:
         self.section = 0
         self._gs = None  # (frame index, t, crop, structure, area)
         self._section_ref = None  # structure of the first GS image of the current section
-        self._last_roi = None
         self._gs_resized = None  # ((GS frame index, Doppler crop shape), the GS image at that size)
 
     def _new_gs(self, index, t, crop, area, sub=None):
