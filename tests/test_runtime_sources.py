@@ -49,19 +49,27 @@ def test_video_file_and_image_folder(tmp_path, clip):
     assert read_one_frame(str(mp4), 2).shape == (240, 320, 3)
 
 
-def _dicom(path, frames_rgb, photometric="RGB", frame_time=50.0, syntax=None):
-    pydicom = pytest.importorskip("pydicom")
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+def _us_dataset(syntax=None, sop_class=US_MULTIFRAME):
+    """An empty ultrasound DICOM dataset with its file meta (transfer syntax, SOP class and instance)."""
+    pytest.importorskip("pydicom")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
+    ds.file_meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality = "US"
+    return ds
+
+
+def _dicom(path, frames_rgb, photometric="RGB", frame_time=50.0, syntax=None):
+    ds = _us_dataset()
     arr = np.stack(frames_rgb) if len(frames_rgb) > 1 else frames_rgb[0]
     ds.set_pixel_data(arr, photometric_interpretation=photometric, bits_stored=8)
     if len(frames_rgb) > 1:
@@ -74,7 +82,7 @@ def _dicom(path, frames_rgb, photometric="RGB", frame_time=50.0, syntax=None):
 
 @pytest.mark.parametrize("kind", ["uncompressed", "rle", "jpeg2000"])
 def test_dicom_multiframe_cine(tmp_path, clip, kind):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.uid import JPEG2000Lossless, RLELossless
 
     _, frames = clip
@@ -94,20 +102,13 @@ def test_dicom_multiframe_cine(tmp_path, clip, kind):
 
 
 def test_dicom_jpeg_baseline_ybr(tmp_path, clip):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     pytest.importorskip("libjpeg")
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+    from pydicom.uid import JPEGBaseline8Bit
 
     _, frames = clip
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
+    ds = _us_dataset(JPEGBaseline8Bit)
     ds.Rows, ds.Columns, ds.SamplesPerPixel = 240, 320, 3
     ds.PhotometricInterpretation = "YBR_FULL_422"
     ds.PlanarConfiguration = 0
@@ -125,17 +126,10 @@ def test_dicom_jpeg_baseline_ybr(tmp_path, clip):
 
 
 def test_dicom_single_frame_palette_and_monochrome(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    pytest.importorskip("pydicom")
 
     idx = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = _us_dataset(sop_class="1.2.840.10008.5.1.4.1.1.6.1")  # US image (single frame)
     ds.set_pixel_data(idx, photometric_interpretation="PALETTE COLOR", bits_stored=8)
     lut = (np.arange(256, dtype=np.uint16) * 257)
     for c, data in (("Red", lut), ("Green", np.zeros(256, np.uint16)), ("Blue", lut[::-1].copy())):
