@@ -213,7 +213,7 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
                     progress=None, threads: int | None = None) -> tuple[dict, np.ndarray, list, dict]:
     """Run MODEL over DATA in batches -> (probs {"sh_prob","vs_prob"}, labels (N,3), records, info).
 
-    Packages run through `runtime.engines.make_runner` (no torch); checkpoint folders through the eager
+    Packages run through `rating_edge.infer.make_runner` (no torch); checkpoint folders through the eager
     reference. Images go through the preprocessing parameters the model was made with.
     """
     from rating_edge.dataset import load_arrays, read_labels
@@ -225,7 +225,7 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
     records = read_labels(data_dir)
     if kind == "package":
         from rating_edge.package import load_package
-        from rating_edge.runtime.engines import make_runner
+        from rating_edge.infer import make_runner
 
         pkg = load_package(model)
         params = pkg.preprocess
@@ -242,10 +242,10 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
         import torch
 
         from rating_edge.model.reference import load_ensemble
-        from rating_edge.train.recipe import default_threads
+        from rating_edge.threads import torch_threads
 
         ens = load_ensemble(model)
-        torch.set_num_threads(default_threads(ens.spec, threads))
+        torch.set_num_threads(torch_threads(ens.spec.width, threads))
         meta_pp = ens.manifest.get("meta", {}).get("preprocess")
         params = PreprocessParams.from_dict(meta_pp) if meta_pp else PreprocessParams(input_size=ens.spec.input_size)
         info = {"kind": kind, "backend": "pytorch-eager", "origin": ens.manifest.get("meta", {}).get("origin")}

@@ -19,7 +19,7 @@ model.json (keys others rely on):
 A graph record is {"file": "model.onnx", "kind": "fused"} for a graph that outputs the four package
 outputs itself, or {"file": "networks/<id>.onnx", "kind": "network", "network": id} for the `none`
 strategy, where each graph outputs `prob` (B,) and, for the SH networks of task 0, `cam_gs` and
-`cam_doppler` (B, h, w) unnormalised Grad-CAMs; the runner assembles those (see runtime.engines).
+`cam_doppler` (B, h, w) unnormalised Grad-CAMs; the runner assembles those (see rating_edge.infer.base.assemble).
 """
 from __future__ import annotations
 

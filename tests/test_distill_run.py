@@ -45,7 +45,7 @@ def test_package_io_and_provenance(teacher, tmp_path):
     from rating_edge.export.student import Student, StudentConfig
     from rating_edge.model.checkpoint import checkpoint_hashes
     from rating_edge.package import load_package
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
 
     out = tmp_path / "pkg"
     fusion = run_distill(teacher, out, share_depth="layer3", frames="phantom:8", epochs=1, batch=4, holdout="phantom:6")

@@ -15,7 +15,7 @@ from rating_edge.export.gradcam import gradcam_reference  # noqa: E402
 from rating_edge.model.init import write_random_ensemble  # noqa: E402
 from rating_edge.model.reference import load_ensemble  # noqa: E402
 from rating_edge.package import load_package  # noqa: E402
-from rating_edge.runtime.engines import make_runner  # noqa: E402
+from rating_edge.infer import make_runner  # noqa: E402
 from rating_edge.spec import EnsembleSpec, preset  # noqa: E402
 
 GATE = 1e-4

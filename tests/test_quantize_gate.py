@@ -85,7 +85,7 @@ def test_int8_package_passes_gate_and_carries_both_forms(setup):
     assert "QLinearAdd" in ops_by_name.values()  # the residual adds are still quantized
     assert all(rep["nonfinite_pairs"] == 0 for rep in rec["reports"].values())
     # the runtime picks the U8S8 form on ONNX Runtime
-    from rating_edge.runtime.engines import choose_variant, make_runner
+    from rating_edge.infer import choose_variant, make_runner
 
     assert choose_variant(pkg, "ort") == "int8-u8s8"
     gs, dop, _ = synthetic_pairs(2, 64, seed=5)

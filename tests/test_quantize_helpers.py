@@ -167,7 +167,7 @@ def make_fused_package(out: Path, spec: EnsembleSpec, seed: int = 0) -> Path:
 
 
 def test_fused_helper_matches_none_helper(tmp_path):
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
 
     spec = EnsembleSpec(folds=1, width=8, input_size=64, hidden=32)
     gs, dop, _ = synthetic_pairs(3, 64)

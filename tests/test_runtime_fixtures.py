@@ -11,7 +11,7 @@ import pytest
 
 from rating_edge.package import Package, write_model_json
 from rating_edge.preprocess import PreprocessParams
-from rating_edge.runtime.engines import Runner
+from rating_edge.infer import Runner
 from rating_edge.spec import preset
 
 SPEC = preset("tiny")
@@ -100,7 +100,7 @@ class FakeRunner(Runner):
 
 def test_onnx_package_runs_through_ort(tmp_path):
     pytest.importorskip("onnxruntime")
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
 
     pkg = make_onnx_package(tmp_path / "pkg")
     r = make_runner(pkg).activate()

@@ -11,7 +11,7 @@ import pytest
 from rating_edge.calibration.trt_build import build_plan, engine_name
 from rating_edge.errors import PackageError, RatingEdgeError
 from rating_edge.package import Package
-from rating_edge.runtime.trt_runner import engine_mismatch, machine_key, select_engines, trt_major
+from rating_edge.infer.loaders import engine_mismatch, machine_key, select_engines, trt_major
 
 INT8_META = {"variants": {"int8-qdq": [{"file": "int8-qdq/model.onnx", "kind": "fused"}]}}
 
@@ -78,7 +78,7 @@ def test_engine_selection_prefers_int8_then_fp16_and_keeps_other_machines():
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_trt_backend_without_tensorrt_says_how_to_install(tmp_path):
     pytest.importorskip("torch")
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
     from rating_edge.spec import EnsembleSpec
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -209,7 +209,7 @@ class _FakeCudart:
 
 
 def _cuda_python(rt):
-    from rating_edge.runtime.cuda_buffers import CudaPython
+    from rating_edge.infer.cuda_buffers import CudaPython
 
     b = CudaPython.__new__(CudaPython)  # no cuda-python here: inject the fake module
     b.rt, b._native = rt, int
@@ -368,7 +368,7 @@ class _FakeCuda:
 
 
 def _session(tmp_path, graph=True):
-    from rating_edge.runtime.trt_runner import _EngineSession
+    from rating_edge.infer.trt import _EngineSession
 
     (tmp_path / "m.engine").write_bytes(b"plan")
     return _EngineSession(_FakeTrt, _FakeTrt.Runtime(None), tmp_path / "m.engine", _FakeCuda(), "s", graph)
@@ -376,19 +376,19 @@ def _session(tmp_path, graph=True):
 
 def test_batch_outside_the_engine_profile_is_refused_with_the_rebuild_option(tmp_path):
     sess = _session(tmp_path, graph=False)
-    out = sess.run(None, {"gs": np.zeros((2, 4, 4, 3), np.uint8)})
+    out = list(sess.run({"gs": np.zeros((2, 4, 4, 3), np.uint8)}).values())
     assert out[0].shape == (2, 1) and float(out[0][0, 0]) == 0.5
     with pytest.raises(RatingEdgeError, match=r"outside this engine's optimization profile.*--max-batch"):
-        sess.run(None, {"gs": np.zeros((3, 4, 4, 3), np.uint8)})
+        sess.run({"gs": np.zeros((3, 4, 4, 3), np.uint8)})
 
 
 def test_failed_graph_capture_leaves_no_graph_to_replay(tmp_path):
     sess = _session(tmp_path)
     cuda = sess.cuda
     b1, b2 = np.zeros((1, 4, 4, 3), np.uint8), np.zeros((2, 4, 4, 3), np.uint8)
-    sess.run(None, {"gs": b1})
+    sess.run({"gs": b1})
     assert cuda.events == ["begin", ("launch", "g1")]
-    sess.run(None, {"gs": b1})  # same shapes and buffers: replay
+    sess.run({"gs": b1})  # same shapes and buffers: replay
     assert cuda.events[-1] == ("launch", "g1") and cuda.events.count("begin") == 1
     # a bigger batch moves the buffers; its capture fails inside execute_async_v3
     orig = sess.cuda.begin_capture
@@ -399,16 +399,16 @@ def test_failed_graph_capture_leaves_no_graph_to_replay(tmp_path):
 
     sess.cuda.begin_capture = begin_and_fail
     with pytest.raises(RatingEdgeError, match="execute_async_v3 failed"):
-        sess.run(None, {"gs": b2})
+        sess.run({"gs": b2})
     assert ("destroy", "g2") in cuda.events and sess.graph is None and not cuda.capturing
     sess.cuda.begin_capture = orig
-    sess.run(None, {"gs": b1})  # must capture anew, never replay the partial graph g2
+    sess.run({"gs": b1})  # must capture anew, never replay the partial graph g2
     assert cuda.events[-2:] == ["begin", ("launch", "g3")]
 
 
 def test_trt_runner_sets_the_dla_core_before_deserializing_and_cleans_up_on_failure(tmp_path, monkeypatch):
-    from rating_edge.runtime import cuda_buffers
-    from rating_edge.runtime.trt_runner import TrtRunner
+    from rating_edge.infer import cuda_buffers
+    from rating_edge.infer.trt import TrtRunner
     from rating_edge.spec import EnsembleSpec
 
     class Backend(_FakeCuda):

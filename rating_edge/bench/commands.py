@@ -33,7 +33,7 @@ def package_candidates(pkg, feed, name: str | None = None) -> list:
     """One row per graph set of a package: its default graphs and each of its `variants`."""
     from rating_edge.bench.core import Candidate
     from rating_edge.package import load_package
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
 
     package = load_package(pkg)
     base = name or f"{package.strategy}:{Path(pkg).name}"
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         from rating_edge.export.inputs import random_pairs
         from rating_edge.model.checkpoint import read_manifest
         from rating_edge.package import load_package
-        from rating_edge.runtime.engines import default_threads
+        from rating_edge.threads import inference_threads
 
         if iters < 1 or warmup < 0:
             raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
             if threads < 1:
                 raise RatingEdgeError("--threads must be at least 1")
             os.environ["RATING_EDGE_THREADS"] = str(threads)  # read by every OrtRunner made below
-        threads = default_threads()
+        threads = inference_threads()
         with tempfile.TemporaryDirectory(prefix="rating-edge-bench-") as d:
             cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print)
             report = run_bench(cands, iters, warmup, log=console.print, threads=threads)

@@ -217,7 +217,7 @@ def measure(package, backend: str = "trt", pairs: int = 1000, warmup: int = 10, 
 
     import numpy as np
 
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
 
     if pairs < 1:
         raise ValueError("--pairs must be at least 1")

@@ -54,7 +54,7 @@ def _copy_package(pkg: Package, dst: Path) -> None:
 def _infer(package: Package, variant, cs: CalibSet, batch: int = 16) -> dict:
     import numpy as np
 
-    from rating_edge.runtime.engines import OrtRunner
+    from rating_edge.infer.ort import OrtRunner
 
     outs = []
     with OrtRunner(package, variant=variant) as r:

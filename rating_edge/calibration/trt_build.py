@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rating_edge.errors import PackageError, RatingEdgeError
 from rating_edge.package import load_package, write_model_json
-from rating_edge.runtime.trt_runner import machine_key, trt_major
+from rating_edge.infer.loaders import machine_key, trt_major
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -113,7 +113,7 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
         raise RatingEdgeError("TensorRT is not installed: pip install 'rating-edge[tensorrt]' (on Jetson it "
                               "comes with JetPack); build the engine on the target device") from None
     from rating_edge.calibration.fp16 import convert_fp16
-    from rating_edge.runtime.cuda_buffers import get_backend
+    from rating_edge.infer.cuda_buffers import get_backend
 
     pkg = load_package(pkg_path)
     plan = build_plan(trt.__version__, precision, pkg.meta)

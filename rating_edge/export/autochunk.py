@@ -38,7 +38,7 @@ def time_stack(spec: EnsembleSpec, members: int, opset: int = 17, iters: int = 3
 
     from onnx import TensorProto
 
-    from rating_edge.runtime.engines import default_threads
+    from rating_edge.threads import inference_threads
 
     with tempfile.TemporaryDirectory(prefix="rating-edge-chunk-") as d:
         path = Path(d) / "stack.onnx"
@@ -48,7 +48,7 @@ def time_stack(spec: EnsembleSpec, members: int, opset: int = 17, iters: int = 3
         b.add_output(f, "features", TensorProto.FLOAT, [1, members * spec.feature_dim, 1, 1])
         b.save(path, "stack")
         so = ort.SessionOptions()
-        so.intra_op_num_threads = default_threads()
+        so.intra_op_num_threads = inference_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

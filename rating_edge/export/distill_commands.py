@@ -64,7 +64,7 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
     d.write_package()
     result = None
     if holdout.lower() != "none":
-        from rating_edge.runtime.engines import OrtRunner
+        from rating_edge.infer.ort import OrtRunner
 
         with console.status(f"checking the package against the teacher on held-out frames ({holdout})"):
             ho = load_frames(holdout, params, seed + HOLDOUT_SEED_OFFSET)

@@ -139,7 +139,7 @@ def apply_gates(rep: dict, gates: Gates) -> list[str]:
 
 def run_package(pkg, gs: np.ndarray, doppler: np.ndarray, variant: str | None = None, batch: int = 8) -> dict:
     """All outputs of a package over a set of pairs (batched as the package allows)."""
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.infer import make_runner
 
     with make_runner(pkg, variant=variant) as run:
         if run.package.meta.get("batch", "dynamic") != "dynamic":

@@ -103,6 +103,9 @@ def init_ensemble(spec: EnsembleSpec, seed: int = 0, share_backbones: bool = Fal
 
 
 def write_random_ensemble(out, spec: EnsembleSpec, seed: int = 0, share_backbones: bool = False):
-    models = init_ensemble(spec, seed, share_backbones)
+    from rating_edge.threads import torch_threads, torch_threads_set
+
+    with torch_threads_set(torch_threads(spec.width)):
+        models = init_ensemble(spec, seed, share_backbones)
     return save_ensemble(out, spec, models, meta={"origin": "random", "seed": seed,
                                                   "share_backbones": share_backbones})

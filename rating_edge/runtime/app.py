@@ -73,7 +73,7 @@ def _open_runner(cfg: RunConfig, runner, report_error):
         if not cfg.package:
             return None, "", "", "AI unavailable: no model package (--package)"
         from rating_edge.package import load_package
-        from rating_edge.runtime.engines import make_runner
+        from rating_edge.infer import make_runner
 
         pkg = load_package(cfg.package, verify=True)  # refuses tampered packages before anything loads
         try:

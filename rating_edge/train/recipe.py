@@ -32,6 +32,7 @@ from rating_edge.model.resnet import ResNet18
 from rating_edge.package import sha256_file
 from rating_edge.preprocess import PreprocessParams
 from rating_edge.spec import EnsembleSpec, parse_network_id
+from rating_edge.threads import torch_threads
 from rating_edge.train.config import TrainConfig
 from rating_edge.train.folds import fold_of_records, patient_folds, split_summary
 from rating_edge.train.loop import extract_features, fit, image_batches
@@ -195,17 +196,6 @@ def _reset(m):
         m.reset_parameters()
 
 
-def default_threads(spec: EnsembleSpec, threads: int | None = None) -> int:
-    """Tiny networks get one thread: their ops are too small to split, and on a busy 2-core machine two
-    threads made a width-8 training step 15x slower (spin-waiting), measured 1.6 s vs 0.1 s per batch."""
-    if threads:
-        return int(threads)
-    env = int(os.environ.get("RATING_EDGE_THREADS", "0") or 0)
-    if env:
-        return env
-    return 1 if spec.width <= 16 else (os.cpu_count() or 1)
-
-
 def train_ensemble(data_dir, out, spec: EnsembleSpec, cfg: TrainConfig, jigsaw: bool = False,
                    preset_name: str = "custom", max_networks: int | None = None, show_progress: bool = True,
                    threads: int | None = None, console=None) -> TrainResult:
@@ -215,7 +205,7 @@ def train_ensemble(data_dir, out, spec: EnsembleSpec, cfg: TrainConfig, jigsaw: 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
-    torch.set_num_threads(default_threads(spec, threads))
+    torch.set_num_threads(torch_threads(spec.width, threads))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = TrainResult(Path(out))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

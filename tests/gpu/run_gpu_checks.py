@@ -62,9 +62,9 @@ def main(argv=None) -> int:
     from rating_edge.export.exporter import export_package
     from rating_edge.model.init import write_random_ensemble
     from rating_edge.package import load_package
-    from rating_edge.runtime.cuda_buffers import get_backend
-    from rating_edge.runtime.engines import OrtRunner
-    from rating_edge.runtime.trt_runner import TrtRunner
+    from rating_edge.infer.cuda_buffers import get_backend
+    from rating_edge.infer.ort import OrtRunner
+    from rating_edge.infer.trt import TrtRunner
     from rating_edge.spec import preset
 
     try:

@@ -13,7 +13,7 @@ def _gpu_ready() -> bool:
     try:
         import tensorrt  # noqa: F401
 
-        from rating_edge.runtime.cuda_buffers import get_backend
+        from rating_edge.infer.cuda_buffers import get_backend
 
         get_backend().device_info(0)
     except Exception:  # noqa: BLE001 - any missing piece means: no GPU check here

@@ -1,91 +1,33 @@
-"""TensorRT runner with the ONNX Runtime runner's interface (activate / infer / deactivate).
+"""TensorRT runner with the runner contract of rating_edge.infer.base.
 
-Engines are not portable across GPUs or TensorRT versions (DESIGN.md §4), so every engine record in
-model.json carries the GPU name, compute capability and TensorRT version it was built with, and the
-runner refuses an engine made elsewhere with the command that rebuilds it here. TensorRT and CUDA
-are imported only when a runner is activated; this module imports neither at load time.
+Engines are not portable across GPUs or TensorRT versions (docs/design/precision.md), so every engine
+record carries the GPU name, compute capability and TensorRT version it was built with, and the loader
+refuses an engine made elsewhere (`EngineMismatch`) with the command that rebuilds it here. TensorRT and
+CUDA are imported only when a runner is activated; this module imports neither at load time.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from rating_edge.errors import PackageError, RatingEdgeError
-from rating_edge.package import Package, sha256_file
-from rating_edge.runtime.engines import OrtRunner, Runner
-
-PRECISION_ORDER = ("int8", "fp16", "fp32")
-
-
-def trt_major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        raise RatingEdgeError(f"cannot read TensorRT version {version!r}") from None
-
-
-def machine_key(gpu: str, compute_capability: str, trt_version: str) -> dict:
-    return {"gpu": gpu, "compute_capability": str(compute_capability), "trt_version": str(trt_version)}
-
-
-def rebuild_hint(package: Package, precision: str) -> str:
-    return f"rebuild it on this machine: rating-edge build {package.path} --precision {precision}"
-
-
-def engine_mismatch(rec: dict, here: dict) -> str | None:
-    """Why engine record `rec` cannot run on machine `here` (None: it can)."""
-    if rec.get("trt_version") != here["trt_version"]:
-        return (f"built with TensorRT {rec.get('trt_version')}, this machine has TensorRT {here['trt_version']} "
-                "(serialized engines only load in the TensorRT version that built them)")
-    if str(rec.get("compute_capability")) != here["compute_capability"] or rec.get("gpu") != here["gpu"]:
-        return (f"built for {rec.get('gpu')} (sm {rec.get('compute_capability')}), this machine has "
-                f"{here['gpu']} (sm {here['compute_capability']})")
-    return None
-
-
-def select_engines(package: Package, here: dict, precision: str | None = None) -> list[dict]:
-    """The engine records to run here: one per graph of one precision, preferring INT8, then FP16."""
-    engines = package.meta.get("engines", [])
-    if not engines:
-        p = precision or ("int8" if package.meta.get("precision") == "int8" else "fp16")
-        raise PackageError(f"{package.path}: no TensorRT engine in this package; {rebuild_hint(package, p)}")
-    wanted = [precision] if precision else list(PRECISION_ORDER)
-    reasons = []
-    for prec in wanted:
-        recs = [e for e in engines if e.get("precision") == prec]
-        if not recs:
-            continue
-        ok = [e for e in recs if engine_mismatch(e, here) is None]
-        if ok:  # engines for other machines may sit beside this machine's
-            # GPU and DLA builds of the same graphs may both be recorded: run one set, not both
-            # (GPU first, else the lowest DLA core).
-            cores = sorted({e.get("dla_core") for e in ok}, key=lambda c: -1 if c is None else int(c))
-            return [e for e in ok if e.get("dla_core") == cores[0]]
-        reasons.append((recs[0], engine_mismatch(recs[0], here)))
-    if not reasons:
-        raise PackageError(f"{package.path}: no {precision} TensorRT engine; "
-                           f"{rebuild_hint(package, precision or 'fp16')}")
-    rec, why = reasons[0]
-    raise PackageError(f"{package.path}: engine {rec['file']}: {why}; {rebuild_hint(package, rec['precision'])}")
+from rating_edge.errors import RatingEdgeError
+from rating_edge.infer.base import GraphRunner
+from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
+from rating_edge.infer.loaders import EngineFromPackage, machine_key
 
 
 class _EngineSession:
-    """One deserialized engine + context + buffers, with ONNX Runtime's `run`/`get_inputs` shape so
-    the `none`-strategy assembly code is shared with OrtRunner."""
-
-    class _Input:
-        def __init__(self, name):
-            self.name = name
+    """One deserialized engine + context + buffers (+ an optional CUDA graph of its enqueue)."""
 
     def __init__(self, trt, runtime, path, cuda, stream, cuda_graph: bool):
         self.trt, self.cuda, self.stream = trt, cuda, stream
         with open(path, "rb") as f:
             self.engine = runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
-            raise PackageError(f"{path}: TensorRT could not deserialize this engine (corrupt, or built for "
+            raise EngineMismatch(f"{path}: TensorRT could not deserialize this engine (corrupt, or built for "
                                "another TensorRT/GPU); rebuild it with `rating-edge build`")
         self.context = self.engine.create_execution_context()
         if self.context is None:
-            raise RatingEdgeError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
+            raise EngineUnavailable(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
         self.path = path
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode_in = trt.TensorIOMode.INPUT
@@ -97,14 +39,8 @@ class _EngineSession:
         self.graph = None
         self.graph_shapes = None
 
-    def get_inputs(self):
-        return [self._Input(n) for n in self.inputs]
-
-    def get_output_names(self):
-        return list(self.outputs)
-
     def _bind(self, feed) -> bool:
-        from rating_edge.runtime.cuda_buffers import DeviceBuffer
+        from rating_edge.infer.cuda_buffers import DeviceBuffer
 
         moved = False
         for n in self.inputs:
@@ -142,7 +78,7 @@ class _EngineSession:
         for n in self.outputs:
             self.cuda.dtoh(self.buffers[n].view(), self.buffers[n].dev, s)
 
-    def run(self, names, feed):
+    def run(self, feed) -> dict:
         moved = self._bind(feed)
         shapes = tuple(tuple(feed[n].shape) for n in self.inputs)
         if self.use_graph:
@@ -167,7 +103,7 @@ class _EngineSession:
         else:
             self._enqueue()
         self.cuda.sync(self.stream)
-        return [self.buffers[n].view().copy() for n in (names or self.outputs)]
+        return {n: self.buffers[n].view().copy() for n in self.outputs}
 
     def _drop_graph(self):
         if self.graph is not None:
@@ -184,29 +120,34 @@ class _EngineSession:
         self.engine = None
 
 
-class TrtRunner(Runner):
-    """TensorRT engines of a package: fused (one engine) or `none` (one engine per network)."""
+class TrtRunner(GraphRunner):
+    """TensorRT engines of a package: fused (one engine) or `none` (one engine per network). The
+    engines are chosen by precision (`EngineFromPackage`); TensorRT has no ONNX variant to pick, so a
+    `variant` other than None/"default" is refused instead of silently dropped."""
 
     name = "tensorrt"
-    _assemble = OrtRunner._assemble  # same assembly of per-network outputs as ONNX Runtime
+    backend = "trt"
 
-    def __init__(self, package: Package, precision: str | None = None, cuda_graph: bool = False,
+    def __init__(self, package, precision: str | None = None, cuda_graph: bool = False,
                  cuda: str | None = None, device: int = 0, variant: str | None = None):
         super().__init__(package)
-        self.precision = precision
+        if variant not in (None, "default"):
+            raise RatingEdgeError(f"the TensorRT backend runs engines, not ONNX variants ({variant!r}): choose "
+                                  "--precision fp16|int8 (engines are built by `rating-edge build`)")
+        self.loader = EngineFromPackage(package, precision)
+        self.precision = precision or "auto"
         self.cuda_graph = cuda_graph
         self.cuda_name = cuda
         self.device = device
-        self.sessions = []
         self.records = []
 
     def _activate(self):
         try:
             import tensorrt as trt
         except ImportError:
-            raise RatingEdgeError("TensorRT is not installed: pip install 'rating-edge[tensorrt]' "
+            raise EngineUnavailable("TensorRT is not installed: pip install 'rating-edge[tensorrt]' "
                                   "(on Jetson it comes with JetPack)") from None
-        from rating_edge.runtime.cuda_buffers import get_backend
+        from rating_edge.infer.cuda_buffers import get_backend
 
         self.cuda = get_backend(self.cuda_name, self.device)
         try:
@@ -218,42 +159,29 @@ class TrtRunner(Runner):
     def _open(self, trt):
         info = self.cuda.device_info(self.device)
         here = machine_key(info["gpu"], info["compute_capability"], trt.__version__)
-        self.records = select_engines(self.package, here, self.precision)
-        arts = self.package.meta.get("artifacts", {})
-        for e in self.records:
-            src = e.get("onnx")
-            if src in arts and e.get("onnx_sha256") and arts[src]["sha256"] != e["onnx_sha256"]:
-                raise PackageError(f"{self.package.path}: engine {e['file']} was built from another version of "
-                                   f"{src}; {rebuild_hint(self.package, e['precision'])}")
+        self.records = self.loader(here)
+        self.precision = self.records[0].get("precision", self.precision)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.stream = self.cuda.stream()
-        self.sessions = []
+        self.graphs = []
         for e in self.records:
             if e.get("dla_core") is not None:  # the DLA core a DLA engine runs on is set on the runtime
                 self.runtime.DLA_core = int(e["dla_core"])
             sess = _EngineSession(trt, self.runtime, self.package.file(e["file"]), self.cuda, self.stream,
                                   self.cuda_graph)
             graph_rec = {"kind": e.get("kind", "fused"), **({"network": e["network"]} if "network" in e else {})}
-            self.sessions.append((graph_rec, sess, sess.get_output_names()))
+            self.graphs.append((graph_rec, sess))
 
     def _deactivate(self):
-        for _, sess, _ in self.sessions:
+        for _, sess in self.graphs:
             sess.close()
-        self.sessions = []
+        self.graphs = []
         if getattr(self, "stream", None) is not None:
             self.cuda.destroy_stream(self.stream)
             self.stream = None
         if hasattr(self.cuda, "close"):
             self.cuda.close()
 
-    def _infer(self, gs, dop):
-        feed = {"gs": gs, "doppler": dop}
-        if len(self.sessions) == 1 and self.sessions[0][0].get("kind", "fused") == "fused":
-            _, sess, names = self.sessions[0]
-            return dict(zip(names, sess.run(None, feed)))
-        return self._assemble(feed)
-
-
-def engine_onnx_hash(package: Package, onnx_rel: str) -> str:
-    return package.meta.get("artifacts", {}).get(onnx_rel, {}).get("sha256") or sha256_file(package.file(onnx_rel))
+    def _run_graph(self, handle, feed):
+        return handle.run({n: feed[n] for n in handle.inputs})
