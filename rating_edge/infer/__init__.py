@@ -17,6 +17,7 @@ from rating_edge.infer.loaders import choose_variant
 BACKENDS = {
     "ort": ("rating_edge.infer.ort", "OrtRunner"),
     "trt": ("rating_edge.infer.trt", "TrtRunner"),
+    "triton": ("rating_edge.infer.triton", "TritonRunner"),
 }
 ALIASES = {"onnxruntime": "ort", "tensorrt": "trt"}
 
