@@ -1,4 +1,4 @@
-# Both targets set themselves up on a fresh machine: a virtualenv, then torch (CPU build, explicitly
+# Every target sets itself up on a fresh machine: a virtualenv, then torch (CPU build, explicitly
 # pinned here so nothing pulls a multi-GB CUDA wheel), then the project with its extras.
 PY ?= python3
 VENV := .venv
