@@ -2,8 +2,9 @@
 # Set up rating-edge on a Jetson: find the JetPack/L4T release, TensorRT, CUDA and Python versions, refuse
 # what the toolkit does not support, then install the runtime extra and cuda-python (the CUDA buffer module
 # TensorRT 10's own samples use) into a virtualenv that can also see JetPack's own TensorRT bindings.
-# Supported: JetPack 6 (L4T r36: TensorRT 10.3, Python 3.10) and JetPack 7 (L4T r38; TensorRT 11 needs
-# JetPack 7), i.e. TensorRT >= 10 and Python >= 3.10. JetPack 4 and 5 (TensorRT 8, Python 3.6/3.8) are not.
+# Supported: JetPack 6.1 or newer 6.x (L4T r36.4+: TensorRT 10.3, Python 3.10) and JetPack 7 (L4T r38;
+# TensorRT 11 needs JetPack 7), i.e. TensorRT >= 10 and Python >= 3.10. Not supported: JetPack 4 and 5
+# (TensorRT 8, Python 3.6/3.8) and JetPack 6.0 (L4T r36.3, TensorRT 8.6).
 #
 # usage: jetson/setup.sh [--venv DIR] [--dry-run] [--force]
 #   --venv DIR   virtualenv to create/use (default: <repo>/.venv)
@@ -94,18 +95,23 @@ py_major=${py%%.*}
 py_minor=${py#*.}
 
 # --- what is supported --------------------------------------------------------------------------
-# The code requires Python >= 3.10 (pyproject) and refuses TensorRT < 10 (`rating-edge build`): JetPack 6+.
+# The code requires Python >= 3.10 (pyproject) and refuses TensorRT < 10 (`rating-edge build`): JetPack 6.1+.
 unsupported=()
 case "$jetpack" in
-  4|5) unsupported+=("JetPack $jetpack is not supported: use JetPack 6 (TensorRT 10.3, Python 3.10) or JetPack 7") ;;
+  4|5) unsupported+=("JetPack $jetpack is not supported: use JetPack 6.1 or newer (TensorRT 10.3, Python 3.10) or JetPack 7") ;;
+  6)
+    l4t_rev=${l4t#36.}; l4t_rev=${l4t_rev%%.*}
+    if [ "$l4t_rev" -lt 4 ] 2>/dev/null; then
+      unsupported+=("JetPack 6.0 (L4T $l4t) is not supported: it ships TensorRT 8.6; upgrade to JetPack 6.1 or newer (L4T 36.4+, TensorRT 10.3)")
+    fi ;;
 esac
 if [ -n "$trt_major" ] && [ "$trt_major" -lt 10 ] 2>/dev/null; then
-  unsupported+=("TensorRT $trt is not supported: rating-edge needs TensorRT 10 or newer (JetPack 6+)")
+  unsupported+=("TensorRT $trt is not supported: rating-edge needs TensorRT 10 or newer (JetPack 6.1+)")
 fi
 if [ -z "$py" ]; then
   unsupported+=("python3 not found: rating-edge needs Python >= 3.10")
 elif [ "$py_major" -lt 3 ] 2>/dev/null || { [ "$py_major" -eq 3 ] && [ "$py_minor" -lt 10 ]; } 2>/dev/null; then
-  unsupported+=("Python $py is not supported: rating-edge needs Python >= 3.10 (JetPack 6 ships 3.10)")
+  unsupported+=("Python $py is not supported: rating-edge needs Python >= 3.10 (JetPack 6.1+ ships 3.10)")
 fi
 
 # --- what fits ----------------------------------------------------------------------------------
@@ -136,7 +142,7 @@ if [ -z "$trt" ]; then
 fi
 if [ ${#unsupported[@]} -gt 0 ]; then
   for m in "${unsupported[@]}"; do say "error: $m"; done
-  say "nothing installed (supported: JetPack 6 or 7, TensorRT >= 10, Python >= 3.10; see jetson/README.md)"
+  say "nothing installed (supported: JetPack 6.1+ or 7, TensorRT >= 10, Python >= 3.10; see jetson/README.md)"
   exit 1
 fi
 

@@ -32,12 +32,13 @@ def test_shellcheck_clean(script):
 
 
 SUPPORTED = {
-    "jp6": ("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 17:34:21 UTC 2024",
-            "10.3.0.30", "12.6.68", "3.10", "36.3.0", "6", "cuda-python>=12.0,<13.0"),
+    "jp6.2": ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025",
+              "10.3.0.30", "12.6.68", "3.10", "36.4.3", "6", "cuda-python>=12.0,<13.0"),
     "jp7-trt11": ("# R38 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64, DATE: Mon Jan  5 10:00:00 UTC 2026",
                   "11.4.0.0", "13.0.48", "3.12", "38.4.0", "7", "cuda-python>=13.0,<14.0"),
 }
-# JetPack 4/5 ship TensorRT 8 and Python 3.6/3.8; the code needs TensorRT >= 10 and Python >= 3.10.
+# JetPack 4/5 ship TensorRT 8 and Python 3.6/3.8, JetPack 6.0 TensorRT 8.6; the code needs TensorRT >= 10 and
+# Python >= 3.10.
 UNSUPPORTED = {
     "jp4": ("# R32 (release), REVISION: 7.4, GCID: 33514132, BOARD: t186ref, EABI: aarch64, DATE: Fri Jun  9 04:25:08 UTC 2023",
             "8.2.1.8", "10.2.300", "3.6", ["JetPack 4 is not supported", "TensorRT 8.2.1.8 is not supported",
@@ -45,8 +46,10 @@ UNSUPPORTED = {
     "jp5": ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023",
             "8.5.2.2", "11.4.315", "3.8", ["JetPack 5 is not supported", "TensorRT 8.5.2.2 is not supported",
                                             "Python 3.8 is not supported"]),
-    "jp6-old-python": ("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 17:34:21 UTC 2024",
-                       "10.3.0.30", "12.6.68", "3.9", ["Python 3.9 is not supported"]),
+    "jp6.0": ("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 17:34:21 UTC 2024",
+              "8.6.2.3", "12.2.140", "3.10", ["JetPack 6.0 (L4T 36.3.0) is not supported", "TensorRT 8.6.2.3 is not supported"]),
+    "jp6.2-old-python": ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025",
+                         "10.3.0.30", "12.6.68", "3.9", ["Python 3.9 is not supported"]),
 }
 
 
@@ -76,7 +79,7 @@ def test_setup_refuses_unsupported_releases(tmp_path, name):
     assert r.returncode == 1, r.stdout
     for reason in reasons:
         assert f"error: {reason}" in r.stdout
-    assert "nothing installed" in r.stdout and "JetPack 6 or 7" in r.stdout
+    assert "nothing installed" in r.stdout and "JetPack 6.1+ or 7" in r.stdout
 
 
 def test_setup_refuses_a_non_jetson(tmp_path):
