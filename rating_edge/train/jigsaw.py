@@ -104,7 +104,10 @@ def pretrain_backbone(images: np.ndarray, width: int, cfg: TrainConfig, seed: in
 
 
 def resize_square(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (B,S,S,3) -> (B,size,size,3), once before training (a no-op at the same size)."""
+    """uint8 (B,S,S,3) -> (B,size,size,3), once before training (a no-op at the same size).
+
+    The images are the ROI crops training already holds at the network input size (224 px for the paper
+    preset), so the paper's 225 px puzzle image is resized from those, not from the original ROI."""
     if images.shape[1] == size and images.shape[2] == size:
         return images
     interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
