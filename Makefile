@@ -1,11 +1,11 @@
-# Both targets set themselves up on a fresh machine: a virtualenv, then torch (CPU build, explicitly
+# Every target sets itself up on a fresh machine: a virtualenv, then torch (CPU build, explicitly
 # pinned here so nothing pulls a multi-GB CUDA wheel), then the project with its extras.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup clean
+.PHONY: test demo docs setup clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[export,runtime,dev]'
+	$(BIN)/python -m pip install -q -e '.[export,runtime,dev,docs]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -22,5 +22,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m rating_edge.demo
 
+# The documentation site (mkdocs.yml) into site/; --strict turns every warning (a broken link) into a failure.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) demo_out .demo_cache
+	rm -rf $(VENV) demo_out .demo_cache site

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Set up rating-edge on a Jetson: find the JetPack/L4T release, TensorRT and CUDA versions, then install
-# the runtime extra and the CUDA buffer module that fits (cuda-python for TensorRT 10 / JetPack 6,
-# pycuda for older TensorRT), into a virtualenv that can also see JetPack's own TensorRT bindings.
+# Set up rating-edge on a Jetson: find the JetPack/L4T release, TensorRT, CUDA and Python versions, refuse
+# what the toolkit does not support, then install the runtime extra and cuda-python (the CUDA buffer module
+# TensorRT 10's own samples use) into a virtualenv that can also see JetPack's own TensorRT bindings.
+# Supported: JetPack 6.1 or newer 6.x (L4T r36.4+: TensorRT 10.3, Python 3.10) and JetPack 7 (L4T r38;
+# TensorRT 11 needs JetPack 7), i.e. TensorRT >= 10 and Python >= 3.10. Not supported: JetPack 4 and 5
+# (TensorRT 8, Python 3.6/3.8) and JetPack 6.0 (L4T r36.3, TensorRT 8.6).
 #
 # usage: jetson/setup.sh [--venv DIR] [--dry-run] [--force]
 #   --venv DIR   virtualenv to create/use (default: <repo>/.venv)
 #   --dry-run    print what was found and what would be installed; install nothing
 #   --force      continue on a machine that does not look like a Jetson
 # Detection can be overridden (for other L4T layouts and for tests):
-#   L4T_RELEASE_FILE (default /etc/nv_tegra_release), TRT_VERSION, CUDA_VERSION
+#   L4T_RELEASE_FILE (default /etc/nv_tegra_release), TRT_VERSION, CUDA_VERSION, PY_VERSION (python3's X.Y)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     --venv) venv=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -84,19 +87,42 @@ if [ -z "$cuda" ]; then
 fi
 trt_major=${trt%%.*}
 cuda_major=${cuda%%.*}
+py=${PY_VERSION:-}
+if [ -z "$py" ]; then
+  py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+fi
+py_major=${py%%.*}
+py_minor=${py#*.}
+
+# --- what is supported --------------------------------------------------------------------------
+# The code requires Python >= 3.10 (pyproject) and refuses TensorRT < 10 (`rating-edge build`): JetPack 6.1+.
+unsupported=()
+case "$jetpack" in
+  4|5) unsupported+=("JetPack $jetpack is not supported: use JetPack 6.1 or newer (TensorRT 10.3, Python 3.10) or JetPack 7") ;;
+  6)
+    l4t_rev=${l4t#36.}; l4t_rev=${l4t_rev%%.*}
+    if [ "$l4t_rev" -lt 4 ] 2>/dev/null; then
+      unsupported+=("JetPack 6.0 (L4T $l4t) is not supported: it ships TensorRT 8.6; upgrade to JetPack 6.1 or newer (L4T 36.4+, TensorRT 10.3)")
+    fi ;;
+esac
+if [ -n "$trt_major" ] && [ "$trt_major" -lt 10 ] 2>/dev/null; then
+  unsupported+=("TensorRT $trt is not supported: rating-edge needs TensorRT 10 or newer (JetPack 6.1+)")
+fi
+if [ -z "$py" ]; then
+  unsupported+=("python3 not found: rating-edge needs Python >= 3.10")
+elif [ "$py_major" -lt 3 ] 2>/dev/null || { [ "$py_major" -eq 3 ] && [ "$py_minor" -lt 10 ]; } 2>/dev/null; then
+  unsupported+=("Python $py is not supported: rating-edge needs Python >= 3.10 (JetPack 6.1+ ships 3.10)")
+fi
 
 # --- what fits ----------------------------------------------------------------------------------
-# TensorRT 10 (JetPack 6) samples use cuda-python; TensorRT 8 (JetPack 4/5) pairs with pycuda.
-if [ -n "$trt_major" ] && [ "$trt_major" -ge 10 ] 2>/dev/null; then
+# TensorRT 10's own Python samples use cuda-python; the major version follows CUDA's.
+if [ -n "$trt_major" ]; then
   buffers="cuda-python"
   if [ -n "$cuda_major" ]; then
     buffer_pkg="cuda-python>=${cuda_major}.0,<$((cuda_major + 1)).0"
   else
     buffer_pkg="cuda-python"
   fi
-elif [ -n "$trt_major" ]; then
-  buffers="pycuda"
-  buffer_pkg="pycuda>=2022.1"
 else
   buffers="none (TensorRT not found)"
   buffer_pkg=""
@@ -106,6 +132,7 @@ say "rating-edge Jetson setup"
 say "  L4T release      : ${l4t:-not found}  (JetPack $jetpack)"
 say "  TensorRT         : ${trt:-not found}"
 say "  CUDA             : ${cuda:-not found}"
+say "  Python           : ${py:-not found}"
 say "  buffer module    : $buffers"
 say "  virtualenv       : $venv (with system site-packages, for JetPack's TensorRT bindings)"
 say "  install          : -e ${repo}[runtime] ${buffer_pkg:+$buffer_pkg}"
@@ -113,8 +140,10 @@ if [ -z "$trt" ]; then
   warn "TensorRT not found: install it with 'sudo apt install nvidia-tensorrt python3-libnvinfer' (JetPack)"
   warn "without it the runtime runs on ONNX Runtime (CPU) only"
 fi
-if [ "$jetpack" = "4" ]; then
-  warn "JetPack 4 ships Python 3.6; rating-edge needs Python >= 3.10 (use the container in jetson/Dockerfile on JetPack 5/6)"
+if [ ${#unsupported[@]} -gt 0 ]; then
+  for m in "${unsupported[@]}"; do say "error: $m"; done
+  say "nothing installed (supported: JetPack 6.1+ or 7, TensorRT >= 10, Python >= 3.10; see jetson/README.md)"
+  exit 1
 fi
 
 if [ "$dry_run" -eq 1 ]; then
@@ -128,9 +157,6 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e "${repo}[runtime]"
 if [ -n "$buffer_pkg" ]; then
-  if [ "$buffers" = "pycuda" ]; then
-    export PATH="/usr/local/cuda/bin:$PATH" CUDA_ROOT=/usr/local/cuda
-  fi
   "$venv/bin/python" -m pip install -q "$buffer_pkg"
 fi
 if "$venv/bin/python" -c 'import tensorrt' 2>/dev/null; then

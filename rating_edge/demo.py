@@ -278,7 +278,7 @@ class Demo:
 
 
 def cpu_variant(pkg: Path) -> str | None:
-    """The package's ONNX Runtime CPU form when it carries one (INT8 packages: U8S8, DESIGN.md §4)."""
+    """The package's ONNX Runtime CPU form when it carries one (INT8 packages: U8S8, docs/design/precision.md)."""
     try:
         meta = json.loads((Path(pkg) / "model.json").read_text())
     except (OSError, json.JSONDecodeError):

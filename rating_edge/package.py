@@ -1,4 +1,4 @@
-"""Model package: a folder with `model.json` and the ONNX/engine files (DESIGN.md §2). No torch.
+"""Model package: a folder with `model.json` and the ONNX/engine files (docs/design/package.md). No torch.
 
 model.json (keys others rely on):
     format, format_version, toolkit_version

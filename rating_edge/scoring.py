@@ -1,4 +1,4 @@
-"""ECOC decoding and the MULTITUDE rule (DESIGN.md §1), numpy only.
+"""ECOC decoding and the MULTITUDE rule (docs/design/model.md), numpy only.
 
 Shared by verify, evaluation, calibration gates and the runtime, so a grade means the same thing
 everywhere. Everything is vectorised over leading batch dimensions.

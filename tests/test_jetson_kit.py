@@ -31,28 +31,55 @@ def test_shellcheck_clean(script):
     assert r.returncode == 0, r.stdout
 
 
-RELEASES = {
+SUPPORTED = {
+    "jp6.2": ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025",
+              "10.3.0.30", "12.6.68", "3.10", "36.4.3", "6", "cuda-python>=12.0,<13.0"),
+    "jp7-trt11": ("# R38 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64, DATE: Mon Jan  5 10:00:00 UTC 2026",
+                  "11.4.0.0", "13.0.48", "3.12", "38.4.0", "7", "cuda-python>=13.0,<14.0"),
+}
+# JetPack 4/5 ship TensorRT 8 and Python 3.6/3.8, JetPack 6.0 TensorRT 8.6; the code needs TensorRT >= 10 and
+# Python >= 3.10.
+UNSUPPORTED = {
     "jp4": ("# R32 (release), REVISION: 7.4, GCID: 33514132, BOARD: t186ref, EABI: aarch64, DATE: Fri Jun  9 04:25:08 UTC 2023",
-            "8.2.1.8", "10.2.300", "32.7.4", "4", "pycuda"),
+            "8.2.1.8", "10.2.300", "3.6", ["JetPack 4 is not supported", "TensorRT 8.2.1.8 is not supported",
+                                            "Python 3.6 is not supported"]),
     "jp5": ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023",
-            "8.5.2.2", "11.4.315", "35.4.1", "5", "pycuda"),
-    "jp6": ("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 17:34:21 UTC 2024",
-            "10.3.0.30", "12.6.68", "36.3.0", "6", "cuda-python>=12.0,<13.0"),
+            "8.5.2.2", "11.4.315", "3.8", ["JetPack 5 is not supported", "TensorRT 8.5.2.2 is not supported",
+                                            "Python 3.8 is not supported"]),
+    "jp6.0": ("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 17:34:21 UTC 2024",
+              "8.6.2.3", "12.2.140", "3.10", ["JetPack 6.0 (L4T 36.3.0) is not supported", "TensorRT 8.6.2.3 is not supported"]),
+    "jp6.2-old-python": ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025",
+                         "10.3.0.30", "12.6.68", "3.9", ["Python 3.9 is not supported"]),
 }
 
 
-@pytest.mark.parametrize("name", sorted(RELEASES))
-def test_setup_detects_release_and_picks_buffer_module(tmp_path, name):
-    line, trt, cuda, l4t, jp, pkg = RELEASES[name]
+def _dry_run(tmp_path, line, trt, cuda, py):
     rel = tmp_path / "nv_tegra_release"
     rel.write_text(line + "\n")
-    env = dict(os.environ, L4T_RELEASE_FILE=str(rel), TRT_VERSION=trt, CUDA_VERSION=cuda)
-    r = subprocess.run([str(JET / "setup.sh"), "--dry-run"], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, L4T_RELEASE_FILE=str(rel), TRT_VERSION=trt, CUDA_VERSION=cuda, PY_VERSION=py)
+    return subprocess.run([str(JET / "setup.sh"), "--dry-run"], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("name", sorted(SUPPORTED))
+def test_setup_detects_release_and_picks_buffer_module(tmp_path, name):
+    line, trt, cuda, py, l4t, jp, pkg = SUPPORTED[name]
+    r = _dry_run(tmp_path, line, trt, cuda, py)
+    assert r.returncode == 0, r.stdout + r.stderr
     assert f"L4T release      : {l4t}  (JetPack {jp})" in r.stdout
     assert f"TensorRT         : {trt}" in r.stdout and f"CUDA             : {cuda}" in r.stdout
+    assert f"Python           : {py}" in r.stdout
     assert re.search(r"install\s+: -e .*\[runtime\] " + re.escape(pkg), r.stdout), r.stdout
-    assert "dry run: nothing installed" in r.stdout
+    assert "dry run: nothing installed" in r.stdout and "error:" not in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_setup_refuses_unsupported_releases(tmp_path, name):
+    line, trt, cuda, py, reasons = UNSUPPORTED[name]
+    r = _dry_run(tmp_path, line, trt, cuda, py)
+    assert r.returncode == 1, r.stdout
+    for reason in reasons:
+        assert f"error: {reason}" in r.stdout
+    assert "nothing installed" in r.stdout and "JetPack 6.1+ or 7" in r.stdout
 
 
 def test_setup_refuses_a_non_jetson(tmp_path):
@@ -172,6 +199,7 @@ def test_systemd_unit_and_env_file_agree():
 
 def test_dockerfile_uses_l4t_tensorrt_base():
     text = (JET / "Dockerfile").read_text()
-    assert re.search(r"^ARG BASE_IMAGE=nvcr\.io/nvidia/l4t-tensorrt:", text, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=nvcr\.io/nvidia/l4t-tensorrt:r10\.", text, re.M)  # JetPack 6, TensorRT 10
+    assert "r8." not in text  # no JetPack 5 (TensorRT 8) image: the code refuses TensorRT < 10
     assert re.search(r"^FROM \$\{BASE_IMAGE\}", text, re.M)
     assert '".[runtime]"' in text and 'ENTRYPOINT ["rating-edge"]' in text

@@ -148,7 +148,7 @@ def test_roofline_arithmetic():
 
 
 def test_paper_scale_weights_make_orin_nano_miss_30fps():
-    # DESIGN.md §3: 90 backbones ~ 1.0 G params, ~330 GFLOP per pair
+    # docs/design/model.md: 90 backbones ~ 1.0 G params, ~330 GFLOP per pair
     g = GraphCount("x", macs=165 * 10**9, params=10**9, mac_layers=90 * 21, act_elems=90 * 2_500_000)
     c = PackageCount("p", "stack", "fp32", [g])
     r = estimate(c, "orin-nano", "fp16")

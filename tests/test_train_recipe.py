@@ -156,13 +156,32 @@ def test_jigsaw_permutations_and_puzzles():
 def test_jigsaw_pretrain_runs_and_initialises(toy, tmp_path):
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
-    cfg = TrainConfig(jigsaw_epochs=2, jigsaw_permutations=6, batch=8)
-    b, losses = pretrain_backbone(imgs, 4, cfg, seed=0)
+    cfg = TrainConfig(jigsaw_epochs=2, jigsaw_permutations=6, jigsaw_size=36, jigsaw_tile=10, batch=8)
+    b, losses = pretrain_backbone(imgs, 4, cfg, seed=0)  # 32 px images resized to 36 px for the puzzle
     assert isinstance(b, ResNet18) and len(losses) == 2 and all(np.isfinite(losses))
-    r = train_ensemble(toy, tmp_path / "jig", SMALL, FAST.with_overrides(jigsaw_epochs=1, jigsaw_permutations=4),
+    r = train_ensemble(toy, tmp_path / "jig", SMALL, FAST.with_overrides(jigsaw_epochs=1, jigsaw_permutations=4,
+                                                                         jigsaw_size=32, jigsaw_tile=9),
                        jigsaw=True, max_networks=1, show_progress=False)
     state = json.loads((tmp_path / "jig" / STATE).read_text())
     assert set(state["pretrain"]) == {"fold0-gs", "fold0-doppler"} and len(r.trained) == 1
+
+
+def test_paper_preset_jigsaw_follows_the_paper():
+    """1,000 permutations, ROI at 225 px, 3x3 cells of 75 px, 64 px tiles taken inside their own cell."""
+    p, t = train_preset("paper"), train_preset("tiny")
+    assert (p.jigsaw_permutations, p.jigsaw_size, p.jigsaw_tile) == (1000, 225, 64)
+    assert p.jigsaw_size // 3 == 75 and t.jigsaw_tile <= t.jigsaw_size // 3
+    img = np.zeros((1, 225, 225, 3), np.uint8)
+    for c in range(9):
+        r, q = divmod(c, 3)
+        img[0, r * 75:(r + 1) * 75, q * 75:(q + 1) * 75] = 20 * c + 5
+    perms = permutation_set(8)
+    tiles = make_puzzles(img, np.array([5]), perms, np.random.default_rng(1), p.jigsaw_tile)
+    assert tiles.shape == (1, 9, 64, 64, 3)
+    for i, c in enumerate(perms[5]):  # every pixel of tile i comes from cell perms[5][i]
+        assert np.all(tiles[0, i] == 20 * int(c) + 5)
+    with pytest.raises(RatingEdgeError, match="tile"):
+        p.with_overrides(jigsaw_tile=76)
 
 
 def test_presets_keep_the_paper_optimiser():

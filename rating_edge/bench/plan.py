@@ -1,6 +1,6 @@
 """Per-pair latency ESTIMATES for a model package on a target device, before anyone owns the device.
 
-Why: the exact ensemble is large (DESIGN.md §3: ~330 GFLOP and up to 2 GB of FP16 weights per pair
+Why: the exact ensemble is large (docs/design/model.md: ~330 GFLOP and up to 2 GB of FP16 weights per pair
 for the paper preset), so whether a Jetson reaches video rate depends on compute *and* on reading
 every weight once per pair at batch 1. This module counts both from the package's ONNX graphs and
 puts them against the device's datasheet peaks (a roofline), so users can pick device, precision and

@@ -3,7 +3,7 @@
 INT8 scales are only as good as the images they were measured on, so a set records how it was made
 (source, preprocessing parameters, sizes) and every shard's SHA-256, and loading refuses sets that
 are empty, corrupted, made for another input size or preprocessing, or that look like constant or
-random images instead of ultrasound (DESIGN.md §4: calibration with missing or random data must fail
+random images instead of ultrasound (docs/design/precision.md: calibration with missing or random data must fail
 loudly). No torch: the runtime machine may collect its own set.
 
     CALIB/
@@ -27,7 +27,7 @@ from rating_edge.manifest import read_manifest_json
 
 MANIFEST = "calib.json"
 FORMAT = "rating-edge-calib"
-MIN_PAIRS = 300  # below this the scales are noisy: warn (DESIGN.md §4)
+MIN_PAIRS = 300  # below this the scales are noisy: warn (docs/design/precision.md)
 SHARD_SIZE = 256
 
 

@@ -4,7 +4,7 @@
   per-channel conv weights, one dedicated Q/DQ pair per consumer, float bias). NVIDIA ModelOpt's
   ONNX quantizer when it is importable (it follows TensorRT's fusion rules), ONNX Runtime otherwise.
 - "int8-u8s8": QOperator with U8 activations and S8 weights, the form ONNX Runtime's x86 kernels
-  run fastest (DESIGN.md §4: 5.6 ms vs 19 ms FP32 for one ResNet-18; S8S8 Q/DQ was barely faster
+  run fastest (docs/design/precision.md: 5.6 ms vs 19 ms FP32 for one ResNet-18; S8S8 Q/DQ was barely faster
   than FP32).
 
 Both read the activation ranges from one calibration cache (ONNX Runtime's JSON tensor ranges), so

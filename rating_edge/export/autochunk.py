@@ -1,6 +1,6 @@
 """`--chunk auto`: time stacks of candidate sizes with ONNX Runtime on this machine, keep the fastest.
 
-Grouped convolutions are not always faster than separate ones (DESIGN.md §3: 8 grouped ResNet-18s in
+Grouped convolutions are not always faster than separate ones (docs/design/fusion.md: 8 grouped ResNet-18s in
 FP32 took 170 ms here vs 8 x 19 ms separately), so the chunk size is measured, not assumed. Timing uses
 random weights of the real shapes: speed depends on shapes, not values.
 """

@@ -1,7 +1,7 @@
 """Device buffers, streams and CUDA graphs through cuda-python or pycuda, behind one small interface.
 
 TensorRT's own samples moved from pycuda to cuda-python, but JetPack images and older setups often
-ship pycuda only (DESIGN.md §4), so the TensorRT runner talks to this module and never to either
+ship pycuda only (docs/design/precision.md), so the TensorRT runner talks to this module and never to either
 library. cuda-python is preferred when both are present; RATING_EDGE_CUDA=pycuda|cuda-python forces
 one. Host staging buffers are page-locked so copies are truly asynchronous and can be captured into
 a CUDA graph.

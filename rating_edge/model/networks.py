@@ -1,4 +1,4 @@
-"""The two RATING network types (DESIGN.md §1) and a factory keyed by network id."""
+"""The two RATING network types (docs/design/model.md) and a factory keyed by network id."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,7 @@
 """The run loop: capture -> layout/mode -> pairing -> (worker) scoring -> overlay -> sinks, plus log and report.
 
 The loop is driven by frames, not by results: every captured frame is understood, drawn and written
-whatever the engine is doing, so the feed never stalls (DESIGN.md §5). Results arrive from the worker
+whatever the engine is doing, so the feed never stalls (docs/design/runtime.md). Results arrive from the worker
 and are shown with their age until the next one, for the current section only.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-stage latency percentiles and frame counters, reported in the shape DESIGN.md §5 marks stable."""
+"""Per-stage latency percentiles and frame counters, reported in the stable shape of docs/design/runtime.md."""
 from __future__ import annotations
 
 import json
