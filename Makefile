@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo docs setup clean
+.PHONY: test test-fast demo docs setup clean
 
 setup: $(STAMP)
 
@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[export,runtime,dev,docs]'
+	$(BIN)/python -m pip install -q -e '.[export,runtime,dev,docs,triton]'
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# The quick loop while editing: everything but the tests marked slow (training, end-to-end runs) and the
+# ones that start servers.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not triton" tests
 
 demo: $(STAMP)
 	$(BIN)/python -m rating_edge.demo

@@ -28,7 +28,7 @@ def build_plan(trt_version: str, precision: str, package_meta: dict) -> dict:
     major = trt_major(trt_version)
     if major < 10:
         raise RatingEdgeError(f"TensorRT {trt_version} is too old: rating-edge needs TensorRT 10 or newer "
-                              "(JetPack 6 or later on Jetson)")
+                              "(JetPack 6.1 or later on Jetson)")
     variant = None
     if precision == "int8":
         if "int8-qdq" not in package_meta.get("variants", {}):
