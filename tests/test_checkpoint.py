@@ -12,15 +12,12 @@ from rating_edge.errors import CheckpointError
 from rating_edge.model import load_ensemble
 from rating_edge.model.checkpoint import load_models, read_manifest
 from rating_edge.model.importer import import_checkpoints
-from rating_edge.model.init import write_random_ensemble
 from rating_edge.spec import preset
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base") / "ckpt"
-    write_random_ensemble(out, preset("tiny"), seed=2)
-    return out
+def base(tiny_ckpt):
+    return tiny_ckpt  # session-scoped (conftest.py); tests that change it get a copy (`ckpt`)
 
 
 @pytest.fixture

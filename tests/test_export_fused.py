@@ -22,24 +22,11 @@ GATE = 1e-4
 SMALL = EnsembleSpec(folds=2, width=8, input_size=32, hidden=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # a shared CI box: spin-waiting thread pools on an oversubscribed CPU are 10-20x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RATING_EDGE_THREADS", "1")
-    yield
-    mp.undo()
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
+def ckpts(tiny_ckpt, tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
-    write_random_ensemble(d / "tiny", preset("tiny"), seed=3, share_backbones=False)
     write_random_ensemble(d / "shared", SMALL, seed=4, share_backbones=True)
-    return {"tiny": d / "tiny", "shared": d / "shared"}
+    return {"tiny": tiny_ckpt, "shared": d / "shared"}
 
 
 def _pairs(spec, n=3, seed=0):

@@ -59,11 +59,7 @@ def test_network_ids():
         EnsembleSpec(tasks=4)
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    write_random_ensemble(out, preset("tiny"), seed=3)
-    return out
+# tiny_ckpt: the session-scoped random tiny ensemble from conftest.py
 
 
 def test_reference_predict_probs(tiny_ckpt):
