@@ -16,7 +16,7 @@ from rating_edge.model.init import write_random_ensemble  # noqa: E402
 from rating_edge.model.reference import load_ensemble  # noqa: E402
 from rating_edge.package import load_package  # noqa: E402
 from rating_edge.infer import make_runner  # noqa: E402
-from rating_edge.spec import EnsembleSpec, preset  # noqa: E402
+from rating_edge.spec import EnsembleSpec  # noqa: E402
 
 GATE = 1e-4
 SMALL = EnsembleSpec(folds=2, width=8, input_size=32, hidden=16)

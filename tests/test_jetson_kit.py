@@ -96,33 +96,7 @@ def _exe(path: Path, text: str):
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def _tiny_package(folder: Path):
-    """A real (hand-made) package ONNX Runtime can run: uint8 gs/doppler in, one reduction out."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    from rating_edge.package import write_model_json
-    from rating_edge.preprocess import PreprocessParams
-    from rating_edge.spec import preset
-
-    sp = preset("tiny")
-    s = sp.input_size
-    nodes = [helper.make_node("Cast", ["gs"], ["g"], to=TensorProto.FLOAT),
-             helper.make_node("Cast", ["doppler"], ["d"], to=TensorProto.FLOAT),
-             helper.make_node("Add", ["g", "d"], ["a"]),
-             helper.make_node("ReduceMean", ["a"], ["sh_prob"], keepdims=0)]
-    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("gs", TensorProto.UINT8, ["B", s, s, 3]),
-                                       helper.make_tensor_value_info("doppler", TensorProto.UINT8, ["B", s, s, 3])],
-                          [helper.make_tensor_value_info("sh_prob", TensorProto.FLOAT, None)])
-    folder.mkdir()
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
-    write_model_json(folder, {"spec": sp.to_dict(), "preprocess": PreprocessParams(input_size=s).to_dict(),
-                              "graphs": [{"file": "model.onnx", "kind": "fused"}], "precision": "fp32",
-                              "fusion": {"strategy": "stack"}})
-    return folder
-
-
-def test_bench_sh_with_stand_in_tools(tmp_path):
+def test_bench_sh_with_stand_in_tools(tmp_path, tiny_stack_pkg):
     """bench.sh's own logic with stand-ins for the Jetson tools (tegrastats, nvpmodel): records the power
     mode without changing it, scores pairs for real (ONNX Runtime here), summarises the power log."""
     pytest.importorskip("onnxruntime")
@@ -142,7 +116,7 @@ def test_bench_sh_with_stand_in_tools(tmp_path):
     _exe(bin_ / "nvpmodel", f"#!/usr/bin/env bash\necho nvpmodel \"$@\" >> {calls}\n"
          "echo 'NV Power Mode: 15W'; echo 0\n")
     _exe(bin_ / "rating-edge", f"#!/usr/bin/env bash\necho rating-edge \"$@\" >> {calls}\n")
-    pkg = _tiny_package(tmp_path / "pkg")
+    pkg = tiny_stack_pkg  # a real package: the runner checks every output is there
     out = tmp_path / "res"
     env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", PYTHON=sys.executable, PYTHONPATH=str(ROOT))
     r = subprocess.run([str(JET / "bench.sh"), str(pkg), "--backend", "ort", "--iters", "50", "--out", str(out),

@@ -1,10 +1,9 @@
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from rating_edge.errors import CheckpointError, RatingEdgeError
+from rating_edge.errors import RatingEdgeError
 from rating_edge.model import SHNet, VSNet, load_ensemble, resnet18
 from rating_edge.model.checkpoint import read_manifest
 from rating_edge.model.init import write_random_ensemble
