@@ -12,6 +12,7 @@ Detection works on downsampled copies so a 1920x1080 frame costs a few milliseco
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +29,14 @@ DETECT_WIDTH = 480  # working width of area detection
 class LayoutParams:
     """Thresholds of screen understanding (all overridable in a profile under "detect")."""
 
-    texture_density: float = 0.5  # share of textured pixels (5x5) that marks ultrasound
-    col_rel: float = 0.8  # a column belongs to an area when its texture share is >= this x the median
-    row_rel: float = 0.6  # ... rows likewise (near-field rows are darker and smoother)
-    bg_delta: int = 1  # gray distance from the local screen background that is not background
-    off_bg_share: float = 0.4  # rows with this share off the background belong to the area (shadows)
+    texture_density: float = 0.5  # share of picture-content pixels (5x5) that marks a picture
+    flat_range: int = 0  # a 3x3 neighbourhood this flat (max - min) is a UI fill, not picture ...
+    noise_floor: int = 3  # ... unless within this many gray levels of the screen's black (an empty fan)
     open_frac: float = 1 / 50  # opening kernel as a fraction of the working width: removes text, bars
+    min_fill: float = 0.3  # a picture fills at least this share of its bounding box (a fan about half)
+    seam_corr: float = 0.2  # neighbouring columns correlating less than this are two pictures touching ...
+    seam_typical: float = 0.5  # ... when the columns of the pictures correlate at least this much
+    seam_min_part: float = 0.3  # ... and each picture is at least this share of the joint width
     min_area_frac: float = 0.04  # an image area covers at least this much of the frame
     min_w_frac: float = 0.12
     min_h_frac: float = 0.2
@@ -45,6 +48,8 @@ class LayoutParams:
     box_ridge: int = 10  # a Doppler-box outline pixel is this much brighter than pixels 2 px either side
     box_min_gray: int = 100  # box outlines are drawn light gray; dim noise dots in shadows are not outline
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
+    box_max_ink: float = 0.45  # a box side is a stroke: at most this share of its 7x7 neighbourhood is stroke
+    box_side_len: float = 0.25  # a box side spans at least this share of the area's height
     no_signal_std: float = 3.0
     redetect_every: int = 30  # find image areas at least every N frames (a screen layout changes rarely) ...
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
@@ -56,11 +61,15 @@ class Area:
     mode: str = "gs"  # "gs" | "doppler"
     doppler_box: tuple | None = None
     doppler_fraction: float | None = 0.0  # None: not measured (a detector made with fractions=False)
+    doppler_outline: list | None = None  # the box outline's corners as found (slanted/fan boxes), frame pixels
 
     def to_json(self) -> dict:
-        return {"box": [int(v) for v in self.box], "mode": self.mode,
-                "doppler_box": None if self.doppler_box is None else [int(v) for v in self.doppler_box],
-                "doppler_fraction": None if self.doppler_fraction is None else round(float(self.doppler_fraction), 6)}
+        d = {"box": [int(v) for v in self.box], "mode": self.mode,
+             "doppler_box": None if self.doppler_box is None else [int(v) for v in self.doppler_box],
+             "doppler_fraction": None if self.doppler_fraction is None else round(float(self.doppler_fraction), 6)}
+        if self.doppler_outline is not None:
+            d["doppler_outline"] = [[int(x), int(y)] for x, y in self.doppler_outline]
+        return d
 
 
 @dataclass
@@ -202,49 +211,108 @@ def texture_map(small_gray: np.ndarray) -> np.ndarray:
     return cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))) >= 2
 
 
-def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None) -> list:
+def background_level(small_gray: np.ndarray, share: float = 0.02) -> int:
+    """The screen's black: the darkest gray level that covers a visible share of the screen.
+
+    Scanners draw the picture on black and map "no echo" to (almost) that black, so the darkest common
+    level is what surrounds the picture, whatever colour the UI panels around it have (white, blue, grey).
+    """
+    hist = cv2.calcHist([small_gray], [0], None, [256], [0, 256]).ravel()
+    common = np.nonzero(hist >= share * small_gray.size)[0]
+    return int(common[0]) if common.size else int(hist.argmax())
+
+
+def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_mask=None, bg=None) -> np.ndarray:
+    """Pixels that can belong to an ultrasound picture (uint8 0/1).
+
+    Not the screen's black, and not a flat fill above it: a scan-converted picture has speckle
+    everywhere but at its noise floor (a level or two above black, which is where an empty fan or the
+    dark wings of a sector still differ from the screen outside), while UI panels, bars and buttons are
+    flat fills of a level clearly above black. Doppler colour counts, however smooth.
+    """
+    bg = background_level(small_gray) if bg is None else bg
+    off = cv2.compare(cv2.absdiff(small_gray, np.full_like(small_gray, bg)), 0, cv2.CMP_GT)
+    rng = cv2.subtract(cv2.dilate(small_gray, _OPEN3), cv2.erode(small_gray, _OPEN3))
+    flat_fill = cv2.bitwise_and(cv2.compare(rng, p.flat_range, cv2.CMP_LE),
+                                cv2.compare(cv2.absdiff(small_gray, np.full_like(small_gray, bg)),
+                                            p.noise_floor, cv2.CMP_GT))
+    c = cv2.bitwise_and(off, cv2.bitwise_not(flat_fill))
+    if small_bgr is not None:
+        c = cv2.bitwise_or(c, cv2.compare(max_and_chroma(small_bgr)[1], 40, cv2.CMP_GE))
+    if ui_mask is not None:
+        c[ui_mask] = 0
+    return (c > 0).astype(np.uint8)
+
+
+def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list:
+    """Columns where two pictures touch: neighbouring columns of one picture are strongly correlated
+    (speckle is wider than a pixel, scan lines are interpolated), columns from two pictures are not.
+    Median over row blocks, so text or a marker on a few rows does not make or hide a seam."""
+    g = gray[rows].astype(np.float32)
+    nb = 8
+    if g.shape[0] < 4 * nb or g.shape[1] < 8:
+        return []
+    cs = []
+    for r in np.array_split(np.arange(g.shape[0]), nb):
+        a, b = g[r, :-1], g[r, 1:]
+        a = a - a.mean(0)
+        b = b - b.mean(0)
+        va, vb = (a * a).mean(0), (b * b).mean(0)
+        c = (a * b).mean(0) / np.sqrt(va * vb + 1e-6)
+        c[(va < 4) | (vb < 4)] = np.nan  # flat in this block (black wing, UI): says nothing
+        cs.append(c)
+    cs = np.array(cs)
+    valid = (~np.isnan(cs)).sum(0)
+    if valid.max() < nb // 2:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: flat everywhere
+        corr = np.nanmedian(cs, axis=0)
+    corr[valid < nb // 2] = np.nan
+    typical = float(np.nanmedian(corr))
+    if not typical >= p.seam_typical:
+        return []
+    low = np.nan_to_num(corr, nan=1.0) < p.seam_corr
+    return [int(x) + 1 for x in np.nonzero(low)[0]]  # the seam lies between x and x + 1
+
+
+def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None, live=None) -> list:
     """Image areas in working (downsampled) pixels.
 
-    Dense-texture regions survive an opening that removes text, bars, scales and markers; each
-    region's exact edges come from column/row texture profiles, which also split side-by-side areas
-    that the smoothing joined across their narrow gap.
+    Picture content (`content_mask`) that is dense at the scale of a few pixels survives an opening
+    that removes text, ticks, calipers, scales and ECG traces; each large, filled connected component
+    is a picture (sector fans, convex and linear images alike: its bounding box), split where two
+    touching pictures meet (`_seam_columns`). Header and footer bands are too flat to be a picture.
+    `live`: pixels seen changing over recent frames (uint8 0/1), added to the content: a live picture
+    moves, its UI does not.
     """
     h, w = small_gray.shape
-    T = texture_map(small_gray)
-    if small_bgr is not None:  # Doppler colour is picture content, however smooth (large confluent flow)
-        T |= max_and_chroma(small_bgr)[1] >= 40
-    if ui_mask is not None:
-        T &= ~ui_mask
-    Tf = T.astype(np.float32)
-    dense = (cv2.blur(Tf, (5, 5)) > p.texture_density).astype(np.uint8)
+    c = content_mask(small_gray, p, small_bgr, ui_mask)
+    if live is not None and live.shape == c.shape:
+        c = cv2.bitwise_or(c, live.astype(np.uint8))
+    dense = (cv2.blur(c.astype(np.float32), (5, 5)) > p.texture_density).astype(np.uint8)
     k = max(3, int(round(w * p.open_frac)) | 1)
-    opened = cv2.morphologyEx(dense, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    opened = cv2.morphologyEx(dense, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     min_w, min_h = p.min_w_frac * w, p.min_h_frac * h
     out = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
-        if area < p.min_area_frac * w * h or bw < min_w or bh < min_h:
+        if area < p.min_area_frac * w * h or bw < min_w or bh < min_h or area < p.min_fill * bw * bh:
             continue
-        x0, x1 = max(0, x - k), min(w, x + bw + k)
-        band = Tf[y:y + bh, x:x + bw].mean(axis=1)  # densest rows (tissue): shadows do not thin the columns
-        band_rows = np.nonzero(band >= p.col_rel * float(np.median(band)))[0] + y
-        cols = Tf[band_rows, x0:x1].mean(axis=0)
-        for cs, ce in _runs(cols, p.col_rel * float(np.median(cols[x - x0:x - x0 + bw])), int(min_w)):
-            ax0, ax1 = x0 + cs, x0 + ce
-            # rows: textured, or (dark acoustic shadows) off the screen background beside the area
-            strips = [small_gray[:, max(ax0 - 4, 0):max(ax0 - 1, 0)], small_gray[:, ax1 + 1:ax1 + 4]]
-            side = np.concatenate([s_.ravel() for s_ in strips if s_.size])
-            bg = int(np.median(side)) if side.size else 0
-            off_bg = (np.abs(small_gray[:, ax0:ax1].astype(np.int16) - bg) >= p.bg_delta).mean(axis=1)
-            tex = Tf[:, ax0:ax1].mean(axis=1)
-            ok = (tex >= p.row_rel * float(np.median(tex[y:y + bh]))) | (off_bg >= p.off_bg_share)
-            rr = _runs(ok.astype(np.float32), 0.5, int(min_h))
-            if not rr:
+        comp = labels[y:y + bh, x:x + bw] == i
+        rows = np.nonzero(comp.mean(axis=1) >= 0.5)[0]  # rows across the picture's width (not the fan tip)
+        cuts = [s for s in _seam_columns(small_gray[y:y + bh, x:x + bw], rows, p)
+                if min(s, bw - s) >= p.seam_min_part * bw]
+        edges = [0] + sorted(cuts) + [bw]
+        for a, b in zip(edges[:-1], edges[1:]):
+            part = comp[:, a:b]
+            if b - a < min_w or not part.any():
                 continue
-            rs, re_ = max(rr, key=lambda r: min(r[1], y + bh) - max(r[0], y))
-            box = (ax0, rs, ax1 - ax0, re_ - rs)
-            if box[2] * box[3] >= p.min_area_frac * w * h:
+            ys = np.nonzero(part.any(axis=1))[0]
+            xs = np.nonzero(part.any(axis=0))[0]
+            box = (x + a + int(xs[0]), y + int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+            if box[2] >= min_w and box[3] >= min_h and box[2] * box[3] >= p.min_area_frac * w * h:
                 out.append(box)
     out.sort(key=lambda b: -b[2] * b[3])
     return out
@@ -326,6 +394,62 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
         return None
     y0, y1 = int(y0) * row_step, min(int(y1) * row_step + row_step, area_bgr.shape[0] - 1)
     return (int(x0), y0, int(x1 - x0 + 1), y1 - y0 + 1)
+
+
+def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
+    """The Doppler colour box from two long, straight, steep, thin bright strokes, or None.
+
+    Steered linear boxes are parallelograms, sector boxes are fan segments whose sides run along beam
+    lines, drawn grey, white, green or yellow: what they share is a pair of straight sides spanning the
+    same depths. Tissue lines in an image are mostly flat or curved and wider than a stroke, speckle is
+    short, and the picture's own fan edges are steps, not strokes.
+    Returns ((x, y, w, h), corners) in area pixels: the sides' bounding box, and the sides' 4 end points.
+    """
+    H0, W0 = area_bgr.shape[:2]
+    if W0 < 16 * step or H0 < 16 * step:
+        return None
+    # max-pooling keeps a 1-px outline whole (nearest-neighbour subsampling would break a slanted one)
+    small = cv2.dilate(area_bgr, np.ones((step, step), np.uint8))[::step, ::step] if step > 1 else area_bgr
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    thin = cv2.bitwise_and(cv2.compare(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, _ELLIPSE5), p.box_ridge, cv2.CMP_GE),
+                           cv2.compare(gray, p.box_min_gray, cv2.CMP_GE))
+    # a stroke is alone in its neighbourhood; bright speckle and flow texture are not
+    crowd = cv2.blur(thin, (7, 7))
+    thin = cv2.bitwise_and(thin, cv2.compare(crowd, int(255 * p.box_max_ink), cv2.CMP_LE))
+    H, W = thin.shape
+    segs = cv2.HoughLinesP(thin, 1, np.pi / 180, threshold=max(10, H // 6), minLineLength=max(8, int(p.box_side_len * H)),
+                           maxLineGap=3)
+    if segs is None:
+        return None
+    steep = []
+    for x1, y1, x2, y2 in segs.reshape(-1, 4):
+        if y2 < y1:
+            x1, y1, x2, y2 = x2, y2, x1, y1
+        if abs(int(y2) - int(y1)) >= abs(int(x2) - int(x1)):  # within 45 degrees of vertical: a beam line
+            steep.append((int(x1), int(y1), int(x2), int(y2)))
+    best = None
+    for i, a in enumerate(steep):
+        for b in steep[i + 1:]:
+            left, right = (a, b) if a[0] + a[2] <= b[0] + b[2] else (b, a)
+            if (right[0] + right[2] - left[0] - left[2]) / 2 < W / 8:
+                continue
+            top, bot = max(left[1], right[1]), min(left[3], right[3])
+            span = max(left[3], right[3]) - min(left[1], right[1])
+            if bot - top < 0.7 * span:  # the two sides cover the same depths
+                continue
+            if best is None or span * (right[0] + right[2] - left[0] - left[2]) > best[0]:
+                best = (span * (right[0] + right[2] - left[0] - left[2]), left, right)
+    if best is None:
+        return None
+    _, l, r = best
+    xs, ys = [l[0], l[2], r[0], r[2]], [l[1], l[3], r[1], r[3]]
+    x0, y0 = min(xs) * step, min(ys) * step
+    x1, y1 = min(max(xs) * step + step, W0), min(max(ys) * step + step, H0)
+    corners = [(l[0] * step, l[1] * step), (r[0] * step, r[1] * step), (r[2] * step, r[3] * step), (l[2] * step, l[3] * step)]
+    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), corners
+
+
+_ELLIPSE5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
 def _same_boxes(old, new, tol: int) -> bool:
@@ -425,9 +549,19 @@ class LayoutDetector:
         x, y, w, h = box
         crop = img[y:y + h, x:x + w]
         outline = doppler_box_outline(crop, self.p)
+        corners = None
+        if outline is not None:
+            bx, by, bw, bh = outline
+            corners = [(x + bx, y + by), (x + bx + bw - 1, y + by), (x + bx + bw - 1, y + by + bh - 1),
+                       (x + bx, y + by + bh - 1)]
+        else:  # slanted (steered) or fan-segment box
+            sides = doppler_box_sides(crop, self.p)
+            if sides is not None:
+                outline, cs = sides
+                corners = [(x + cx, y + cy) for cx, cy in cs]
         if outline is not None and not self.fractions:
             bx, by, bw, bh = outline
-            return Area(box, "doppler", (x + bx, y + by, bw, bh), None)
+            return Area(box, "doppler", (x + bx, y + by, bw, bh), None, corners)
         step = 2
         m = doppler_signal_u8(crop, self.dp, step)
         if self.profile.ui_regions:
@@ -442,7 +576,7 @@ class LayoutDetector:
         colour = count >= self.p.doppler_min_pixels and frac >= self.p.doppler_min_fraction
         if outline is not None:
             bx, by, bw, bh = outline
-            return Area(box, "doppler", (x + bx, y + by, bw, bh), frac)
+            return Area(box, "doppler", (x + bx, y + by, bw, bh), frac, corners)
         if colour:
             bx, by, bw, bh = cv2.boundingRect(m)
             x0, x1 = bx * step, min((bx + bw) * step, w)
@@ -509,18 +643,29 @@ def propose_profile(frames: list, name: str = "detected") -> Profile:
     return Profile(name=name, frame_size=(W, H), layout=layout, areas=areas)
 
 
-def draw_layout(frame_bgr: np.ndarray, lo: FrameLayout) -> np.ndarray:
-    """What `inspect --png` shows: image areas (green GS, magenta Doppler), Doppler boxes, flags."""
+def draw_layout(frame_bgr: np.ndarray, lo: FrameLayout, roi="doppler_box") -> np.ndarray:
+    """What `inspect --png` shows: image areas (green GS, magenta Doppler), the Doppler box outline as
+    found (yellow: its corners, slanted or not), its bounding box (thin yellow) and the ROI the pairing
+    crops (cyan), flags."""
+    from rating_edge.runtime.pairing import roi_in_area
+
     out = frame_bgr.copy()
     for a in lo.areas:
         x, y, w, h = a.box
         col = (255, 0, 255) if a.mode == "doppler" else (0, 255, 0)
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), col, 2)
-        cv2.putText(out, f"{a.mode} {'-' if a.doppler_fraction is None else format(a.doppler_fraction, '.3f')}", (x + 4, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+        frac = "-" if a.doppler_fraction is None else format(a.doppler_fraction, ".3f")
+        cv2.putText(out, f"{a.mode} {frac}", (x + 4, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, col, 1, cv2.LINE_AA)
         if a.doppler_box is not None:
             dx, dy, dw, dh = a.doppler_box
             cv2.rectangle(out, (dx, dy), (dx + dw - 1, dy + dh - 1), (0, 255, 255), 1)
+        if a.doppler_outline is not None:
+            cv2.polylines(out, [np.array(a.doppler_outline, np.int32)], True, (0, 255, 255), 2)
+        r = roi_in_area(a, roi)
+        if r is not None:
+            rx, ry, rw, rh = r
+            cv2.rectangle(out, (x + rx, y + ry), (x + rx + rw - 1, y + ry + rh - 1), (255, 255, 0), 1)
     cv2.putText(out, f"layout={lo.layout} frozen={lo.frozen} signal={lo.signal}", (8, out.shape[0] - 10),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return out
