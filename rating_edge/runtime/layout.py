@@ -231,12 +231,18 @@ def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_m
     flat fills of a level clearly above black. Doppler colour counts, however smooth.
     """
     bg = background_level(small_gray) if bg is None else bg
-    off = cv2.compare(cv2.absdiff(small_gray, np.full_like(small_gray, bg)), 0, cv2.CMP_GT)
+    dist = cv2.absdiff(small_gray, np.full_like(small_gray, bg))
     rng = cv2.subtract(cv2.dilate(small_gray, _OPEN3), cv2.erode(small_gray, _OPEN3))
-    flat_fill = cv2.bitwise_and(cv2.compare(rng, p.flat_range, cv2.CMP_LE),
-                                cv2.compare(cv2.absdiff(small_gray, np.full_like(small_gray, bg)),
-                                            p.noise_floor, cv2.CMP_GT))
-    c = cv2.bitwise_and(off, cv2.bitwise_not(flat_fill))
+    flat = cv2.compare(rng, p.flat_range, cv2.CMP_LE)
+    dim = cv2.compare(dist, p.noise_floor, cv2.CMP_LE)
+    # clearly off black and not a flat fill: speckle, tissue (and text strokes, removed later)
+    c = cv2.bitwise_and(cv2.bitwise_not(dim), cv2.bitwise_not(flat))
+    # just off black: the noise floor of an empty fan or of dark sector wings, when it covers a region
+    # wider than the opening; thinner dim seams are video-compression ringing around edges and text
+    floor = cv2.bitwise_and(dim, cv2.compare(dist, 0, cv2.CMP_GT))
+    k = max(3, int(round(small_gray.shape[1] * p.open_frac)) | 1)
+    floor = cv2.compare(cv2.blur(floor, (5, 5)), 127, cv2.CMP_GT)
+    c = cv2.bitwise_or(c, cv2.morphologyEx(floor, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))))
     if small_bgr is not None:
         c = cv2.bitwise_or(c, cv2.compare(max_and_chroma(small_bgr)[1], 40, cv2.CMP_GE))
     if ui_mask is not None:
