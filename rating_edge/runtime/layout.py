@@ -423,8 +423,8 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
     crowd = cv2.blur(thin, (7, 7))
     thin = cv2.bitwise_and(thin, cv2.compare(crowd, int(255 * p.box_max_ink), cv2.CMP_LE))
     H, W = thin.shape
-    segs = cv2.HoughLinesP(thin, 1, np.pi / 180, threshold=max(10, H // 6), minLineLength=max(8, int(p.box_side_len * H)),
-                           maxLineGap=3)
+    segs = cv2.HoughLinesP(thin, 1, np.pi / 180, threshold=max(10, H // 10), minLineLength=max(8, int(p.box_side_len * H)),
+                           maxLineGap=5)
     if segs is None:
         return None
     steep = []
@@ -628,8 +628,24 @@ def detect_layout(frame_bgr, profile: Profile | None = None, previous=None) -> F
     return det.detect(frame_bgr)
 
 
+def _static_boxes(frames: list, boxes: list, p: LayoutParams) -> set:
+    """Indices of boxes whose pixels did not change over the frames while another box's did: a
+    reference thumbnail or a stored image beside the live one (the live picture moves, UI does not)."""
+    if len(frames) < 2 or len(boxes) < 2:
+        return set()
+    grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames if f is not None and f.shape == frames[0].shape]
+    moved = []
+    for x, y, w, h in boxes:
+        d = [float(cv2.absdiff(a[y:y + h, x:x + w], b[y:y + h, x:x + w]).mean()) for a, b in zip(grays, grays[1:])]
+        moved.append(max(d) if d else 0.0)
+    if max(moved) < p.frozen_delta:  # all frozen: nothing to tell them apart
+        return set()
+    return {i for i, m in enumerate(moved) if m < p.frozen_delta}
+
+
 def propose_profile(frames: list, name: str = "detected") -> Profile:
-    """A profile from a few frames: the median of each detected area (per layout slot)."""
+    """A profile from a few frames: the median of each detected area (per layout slot). With several
+    frames, temporal cues: areas that stay still while another moves (thumbnails) are dropped."""
     det = LayoutDetector()
     layouts = [det.detect(f) for f in frames if f is not None]
     layouts = [lo for lo in layouts if lo.signal and lo.areas]
@@ -645,6 +661,10 @@ def propose_profile(frames: list, name: str = "detected") -> Profile:
     for i in range(n):
         boxes = np.array([lo.areas[i].box for lo in same if len(lo.areas) > i])
         areas.append(tuple(int(v) for v in np.median(boxes, axis=0)))
+    static = _static_boxes([f for f in frames if f is not None], areas, det.p)
+    if static and len(areas) - len(static) >= 1:
+        areas = [a for i, a in enumerate(areas) if i not in static]
+        layout = "dual" if len(areas) == 2 else "single"
     W, H = same[0].size
     return Profile(name=name, frame_size=(W, H), layout=layout, areas=areas)
 
