@@ -32,6 +32,7 @@ class LayoutParams:
     texture_density: float = 0.5  # share of picture-content pixels (5x5) that marks a picture
     flat_range: int = 0  # a 3x3 neighbourhood this flat (max - min) is a UI fill, not picture ...
     noise_floor: int = 3  # ... unless within this many gray levels of the screen's black (an empty fan)
+    dark_texture: int = 4  # a pixel this far from its 3x3 mean is speckle, even at the level of the black
     open_frac: float = 1 / 50  # opening kernel as a fraction of the working width: removes text, bars
     min_fill: float = 0.3  # a picture fills at least this share of its bounding box (a fan about half)
     seam_corr: float = 0.2  # neighbouring columns correlating less than this are two pictures touching ...
@@ -235,11 +236,15 @@ def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_m
     rng = cv2.subtract(cv2.dilate(small_gray, _OPEN3), cv2.erode(small_gray, _OPEN3))
     flat = cv2.compare(rng, p.flat_range, cv2.CMP_LE)
     dim = cv2.compare(dist, p.noise_floor, cv2.CMP_LE)
-    # clearly off black and not a flat fill: speckle, tissue (and text strokes, removed later)
-    c = cv2.bitwise_and(cv2.bitwise_not(dim), cv2.bitwise_not(flat))
+    # clearly off black and not a flat fill above it: speckle, tissue (and text strokes, removed later);
+    # flat patches darker than the screen's black are the picture's own black (a grey-background screen)
+    above = cv2.compare(small_gray, bg, cv2.CMP_GT)
+    c = cv2.bitwise_and(cv2.bitwise_not(dim), cv2.bitwise_not(cv2.bitwise_and(flat, above)))
     # just off black: the noise floor of an empty fan or of dark sector wings, when it covers a region
     # wider than the opening; thinner dim seams are video-compression ringing around edges and text
     floor = cv2.bitwise_and(dim, cv2.compare(dist, 0, cv2.CMP_GT))
+    # ... and so is dark speckle at the screen's own level (a picture whose black is the screen's black)
+    floor = cv2.bitwise_or(floor, cv2.compare(cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))), p.dark_texture, cv2.CMP_GE))
     k = max(3, int(round(small_gray.shape[1] * p.open_frac)) | 1)
     floor = cv2.compare(cv2.blur(floor, (5, 5)), 127, cv2.CMP_GT)
     c = cv2.bitwise_or(c, cv2.morphologyEx(floor, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))))
@@ -561,7 +566,7 @@ class LayoutDetector:
             corners = [(x + bx, y + by), (x + bx + bw - 1, y + by), (x + bx + bw - 1, y + by + bh - 1),
                        (x + bx, y + by + bh - 1)]
         else:  # slanted (steered) or fan-segment box
-            sides = doppler_box_sides(crop, self.p)
+            sides = doppler_box_sides(crop, self.p, step=max(2, int(round(w / 300))))  # ~300 px wide: a few ms
             if sides is not None:
                 outline, cs = sides
                 corners = [(x + cx, y + cy) for cx, cy in cs]
