@@ -32,11 +32,13 @@ class LayoutParams:
     texture_density: float = 0.5  # share of picture-content pixels (5x5) that marks a picture
     flat_range: int = 0  # a 3x3 neighbourhood this flat (max - min) is a UI fill, not picture ...
     noise_floor: int = 3  # ... unless within this many gray levels of the screen's black (an empty fan)
-    dark_texture: int = 4  # a pixel this far from its 3x3 mean is speckle, even at the level of the black
+    dark_texture: int = 2  # a pixel this far from its 3x3 mean is speckle, even at the level of the black ...
+    dark_level: int = 24  # ... when within this many gray levels of the black (dark tissue)
     open_frac: float = 1 / 50  # opening kernel as a fraction of the working width: removes text, bars
     min_fill: float = 0.3  # a picture fills at least this share of its bounding box (a fan about half)
     seam_corr: float = 0.2  # neighbouring columns correlating less than this are two pictures touching ...
     seam_typical: float = 0.5  # ... when the columns of the pictures correlate at least this much
+    gutter_max: float = 0.05  # ... or a flat gutter at most this share of the joint width separates them
     seam_min_part: float = 0.3  # ... and each picture is at least this share of the joint width
     min_area_frac: float = 0.04  # an image area covers at least this much of the frame
     min_w_frac: float = 0.12
@@ -51,6 +53,7 @@ class LayoutParams:
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
     box_max_ink: float = 0.45  # a box side is a stroke: at most this share of its 7x7 neighbourhood is stroke
     box_side_len: float = 0.25  # a box side spans at least this share of the area's height
+    box_every: int = 5  # search for slanted box sides every N frames per area (checked in between)
     no_signal_std: float = 3.0
     redetect_every: int = 30  # find image areas at least every N frames (a screen layout changes rarely) ...
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
@@ -243,11 +246,16 @@ def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_m
     # just off black: the noise floor of an empty fan or of dark sector wings, when it covers a region
     # wider than the opening; thinner dim seams are video-compression ringing around edges and text
     floor = cv2.bitwise_and(dim, cv2.compare(dist, 0, cv2.CMP_GT))
-    # ... and so is dark speckle at the screen's own level (a picture whose black is the screen's black)
-    floor = cv2.bitwise_or(floor, cv2.compare(cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))), p.dark_texture, cv2.CMP_GE))
     k = max(3, int(round(small_gray.shape[1] * p.open_frac)) | 1)
     floor = cv2.compare(cv2.blur(floor, (5, 5)), 127, cv2.CMP_GT)
     c = cv2.bitwise_or(c, cv2.morphologyEx(floor, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))))
+    # ... and so is dark speckle around the screen's own level (a picture whose black is the screen's black),
+    # over regions twice as wide: ringing-filled gutters and the gaps to bars beside a picture are narrower
+    dark_tex = cv2.bitwise_and(cv2.compare(cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))), p.dark_texture, cv2.CMP_GE),
+                               cv2.compare(dist, p.dark_level, cv2.CMP_LE))
+    dark_tex = cv2.bitwise_or(cv2.compare(cv2.blur(dark_tex, (5, 5)), 100, cv2.CMP_GT), c)
+    k2 = 2 * k + 1
+    c = cv2.bitwise_or(c, cv2.morphologyEx(dark_tex, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2))))
     if small_bgr is not None:
         c = cv2.bitwise_or(c, cv2.compare(max_and_chroma(small_bgr)[1], 40, cv2.CMP_GE))
     if ui_mask is not None:
@@ -263,7 +271,7 @@ def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list
     nb = 8
     if g.shape[0] < 4 * nb or g.shape[1] < 8:
         return []
-    cs = []
+    cs, flat = [], []
     for r in np.array_split(np.arange(g.shape[0]), nb):
         a, b = g[r, :-1], g[r, 1:]
         a = a - a.mean(0)
@@ -272,19 +280,26 @@ def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list
         c = (a * b).mean(0) / np.sqrt(va * vb + 1e-6)
         c[(va < 4) | (vb < 4)] = np.nan  # flat in this block (black wing, UI): says nothing
         cs.append(c)
+        flat.append(va < 4)
     cs = np.array(cs)
     valid = (~np.isnan(cs)).sum(0)
     if valid.max() < nb // 2:
         return []
+    # a narrow gutter, flat over (nearly) the full height, between textured columns: two pictures that
+    # video compression or a thin frame line joined into one component
+    flat_share = np.mean(flat, axis=0)
+    gutters = [(a + b) // 2 + 1 for a, b in _runs(flat_share, 0.5, 1)
+               if a > 0 and b < flat_share.size and b - a <= max(2, int(p.gutter_max * g.shape[1]))
+               and flat_share[a:b].max() >= 0.75]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: flat everywhere
         corr = np.nanmedian(cs, axis=0)
     corr[valid < nb // 2] = np.nan
     typical = float(np.nanmedian(corr))
     if not typical >= p.seam_typical:
-        return []
+        return gutters
     low = np.nan_to_num(corr, nan=1.0) < p.seam_corr
-    return [int(x) + 1 for x in np.nonzero(low)[0]]  # the seam lies between x and x + 1
+    return [int(x) + 1 for x in np.nonzero(low)[0]] + gutters  # a seam lies between x and x + 1
 
 
 def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None, live=None) -> list:
@@ -460,6 +475,25 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
     return (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), corners
 
 
+def _sides_still_drawn(area_bgr: np.ndarray, corners, p: LayoutParams) -> bool:
+    """Whether the two box sides found earlier are still drawn: most points along each side are bright
+    and brighter than the pixels 3 px beside them (a stroke, not tissue)."""
+    gray_at = area_bgr  # sampled per point: no full-area conversion
+    H, W = area_bgr.shape[:2]
+    (l0, r0, r1, l1) = corners
+    for (xa, ya), (xb, yb) in ((l0, l1), (r0, r1)):
+        t = np.linspace(0.05, 0.95, 24)
+        xs = np.clip(np.round(xa + t * (xb - xa)).astype(int), 3, W - 4)
+        ys = np.clip(np.round(ya + t * (yb - ya)).astype(int), 0, H - 1)
+        # a 1-px stroke may sit a pixel off the fitted line: take the brightest of 3 neighbours
+        centre = np.max([gray_at[ys, xs + d].max(axis=1) for d in (-1, 0, 1)], axis=0).astype(np.int16)
+        side = np.maximum(gray_at[ys, xs - 3].max(axis=1), gray_at[ys, xs + 3].max(axis=1)).astype(np.int16)
+        ok = (centre >= p.box_min_gray) & (centre - side >= p.box_ridge)
+        if ok.mean() < 0.6:
+            return False
+    return True
+
+
 _ELLIPSE5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
@@ -486,10 +520,13 @@ class LayoutDetector:
         self._prev_size = None
         self._boxes = None  # image areas found on a recent frame
         self._since = 0
+        self._sides = {}  # area box -> (frame number of the last box-side search, its result)
+        self._frame_no = 0
         self._ref = self._outside = None  # small gray frame of the last area search, and the screen around the areas
 
     def reset(self):
         self._prev = self._held = self._boxes = None
+        self._sides = {}
 
     def _ui_mask(self, W, H, f):
         if not self.profile.ui_regions:
@@ -566,7 +603,7 @@ class LayoutDetector:
             corners = [(x + bx, y + by), (x + bx + bw - 1, y + by), (x + bx + bw - 1, y + by + bh - 1),
                        (x + bx, y + by + bh - 1)]
         else:  # slanted (steered) or fan-segment box
-            sides = doppler_box_sides(crop, self.p, step=max(2, int(round(w / 300))))  # ~300 px wide: a few ms
+            sides = self._box_sides(crop, box)
             if sides is not None:
                 outline, cs = sides
                 corners = [(x + cx, y + cy) for cx, cy in cs]
@@ -594,6 +631,21 @@ class LayoutDetector:
             y0, y1 = by * step, min((by + bh) * step, h)
             return Area(box, "doppler", (x + int(x0), y + int(y0), int(x1 - x0), int(y1 - y0)), frac)
         return Area(box, "gs", None, frac)
+
+    def _box_sides(self, crop, box):
+        """`doppler_box_sides`, searched every `box_every` frames per area: the box is UI and stays put
+        between searches, so in between a found box is only checked (its sides still drawn: a few
+        hundred pixel reads) and a screen without one is not searched again."""
+        n, found = self._sides.get(box, (None, None))
+        self._frame_no += 1
+        if n is not None and self._frame_no - n < self.p.box_every:
+            if found is None or _sides_still_drawn(crop, found[1], self.p):
+                return found
+        found = doppler_box_sides(crop, self.p, step=max(2, int(round(crop.shape[1] / 300))))  # ~300 px wide
+        if len(self._sides) > 8:
+            self._sides.clear()
+        self._sides[box] = (self._frame_no, found)
+        return found
 
     def _frozen(self, gray, boxes_full, f) -> bool:
         """Frozen = the image stopped changing. Enter on a near-zero change between consecutive frames;
