@@ -444,7 +444,7 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
     thin = cv2.bitwise_and(thin, cv2.compare(crowd, int(255 * p.box_max_ink), cv2.CMP_LE))
     H, W = thin.shape
     segs = cv2.HoughLinesP(thin, 1, np.pi / 180, threshold=max(10, H // 10), minLineLength=max(8, int(p.box_side_len * H)),
-                           maxLineGap=5)
+                           maxLineGap=max(5, H // 20))  # a side may cross a bright tissue layer
     if segs is None:
         return None
     steep = []
