@@ -468,11 +468,32 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
     if best is None:
         return None
     _, l, r = best
+    # bridging gaps (where a side crosses a bright layer) lets a segment run on past a corner through
+    # stray stroke pixels: end each side where its stroke is continuous
+    l, r = _trim_to_stroke(thin, l), _trim_to_stroke(thin, r)
     xs, ys = [l[0], l[2], r[0], r[2]], [l[1], l[3], r[1], r[3]]
     x0, y0 = min(xs) * step, min(ys) * step
     x1, y1 = min(max(xs) * step + step, W0), min(max(ys) * step + step, H0)
     corners = [(l[0] * step, l[1] * step), (r[0] * step, r[1] * step), (r[2] * step, r[3] * step), (l[2] * step, l[3] * step)]
     return (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), corners
+
+
+def _trim_to_stroke(mask: np.ndarray, seg, run: int = 5):
+    """Shorten a segment (x1, y1, x2, y2) to the first and last point where its stroke is continuous in
+    `mask` (a pixel or its horizontal neighbours set on `run` consecutive steps)."""
+    H, W = mask.shape
+    x1, y1, x2, y2 = seg
+    n = max(abs(x2 - x1), abs(y2 - y1), 1)
+    t = np.arange(n + 1) / n
+    xs = np.clip(np.round(x1 + t * (x2 - x1)).astype(int), 1, W - 2)
+    ys = np.clip(np.round(y1 + t * (y2 - y1)).astype(int), 0, H - 1)
+    hit = (mask[ys, xs - 1] | mask[ys, xs] | mask[ys, xs + 1]) > 0
+    solid = np.convolve(hit.astype(np.int32), np.ones(run, np.int32), mode="valid") >= run
+    idx = np.nonzero(solid)[0]
+    if idx.size == 0:
+        return seg
+    i, j = int(idx[0]), int(idx[-1]) + run - 1
+    return (int(xs[i]), int(ys[i]), int(xs[j]), int(ys[j]))
 
 
 def _sides_still_drawn(area_bgr: np.ndarray, corners, p: LayoutParams) -> bool:
