@@ -108,3 +108,40 @@ def test_profile_drops_a_static_image_beside_the_live_one():
     prof = propose_profile(frames)
     assert prof.layout == "single" and len(prof.areas) == 1
     assert abs(prof.areas[0][0] - x) <= 4
+
+
+def test_box_sides_searched_every_few_frames_and_checked_in_between():
+    from rating_edge.runtime.layout import LayoutDetector
+
+    gs, t = screen(14)  # a linear GS image
+    assert t["areas"][0]["mode"] == "gs"
+    x, y, w, h = t["areas"][0]["box"]
+    dop = gs.copy()
+    quad = np.array([(x + w // 3, y + h // 5), (x + w // 2, y + h // 5), (x + w // 2 + 50, y + 3 * h // 5),
+                     (x + w // 3 + 50, y + 3 * h // 5)], np.int32)
+    cv2.polylines(dop, [quad], True, (90, 230, 90), 1, cv2.LINE_AA)
+    det = LayoutDetector(fractions=False)
+    every = det.p.box_every
+    modes = [det.detect(gs).areas[0].mode for _ in range(3)]
+    modes += [det.detect(dop).areas[0].mode for _ in range(every + 2)]
+    assert modes[:3] == ["gs"] * 3
+    assert modes[3 + every:] == ["doppler", "doppler"]  # found at the latest at the next search
+    first = modes.index("doppler")
+    assert all(m == "doppler" for m in modes[first:])  # kept while its sides are still drawn
+    assert det.detect(gs).areas[0].mode == "gs"  # the box went away: no stale Doppler
+
+
+@pytest.mark.parametrize("kind", ["white", "noise", "tiny", "panel", "gradient", "colour"])
+def test_odd_screens_never_crash(kind):
+    from rating_edge.runtime.layout import LayoutDetector
+
+    rng = np.random.default_rng(3)
+    img = {"white": np.full((480, 640, 3), 255, np.uint8),
+           "noise": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+           "tiny": rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
+           "panel": np.pad(np.zeros((300, 400, 3), np.uint8), ((90, 90), (120, 120), (0, 0)), constant_values=255),
+           "gradient": np.repeat(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], 480, 0).repeat(3, 2),
+           "colour": np.full((480, 640, 3), (0, 0, 255), np.uint8)}[kind]
+    lo = LayoutDetector().detect(img)
+    assert lo.layout in ("single", "dual") and isinstance(lo.areas, list)
+    json.dumps(lo.to_json())

@@ -72,6 +72,19 @@ def judge(found: dict, t: dict) -> tuple[bool, list, list]:
     return not reasons, reasons, best_ious
 
 
+def _doppler_ious(found: dict, t: dict) -> list:
+    """Per true area with a Doppler box: the best IoU of a found Doppler box with it (information for
+    the ROI, not part of right/wrong; the truth's box is +-5 px by eye), None where none applies."""
+    out = []
+    for ta in t["areas"]:
+        if not ta.get("doppler_box"):
+            out.append(None)
+            continue
+        got = [a["doppler_box"] for a in found["areas"] if a.get("doppler_box")]
+        out.append(round(max((iou(g, ta["doppler_box"]) for g in got), default=0.0), 3))
+    return out
+
+
 def evaluate(truth_path, profile=None) -> dict:
     """Run `inspect` on every truth frame (the frame before it first, as inspect does) and judge it.
     An unreadable file or a detector failure makes its frames wrong with the reason; it never stops
@@ -100,7 +113,8 @@ def evaluate(truth_path, profile=None) -> dict:
                     det.detect(get(k - 1))
                 found = det.detect(get(k)).to_json()
                 ok, reasons, ious = judge(found, t)
-                row.update(right=ok, reasons=reasons, best_iou=ious, found=found)
+                row.update(right=ok, reasons=reasons, best_iou=ious, found=found,
+                           doppler_box_iou=_doppler_ious(found, t))
             except RatingEdgeError as e:
                 row.update(right=False, reasons=[f"unreadable: {e}"], best_iou=[], found=None)
             rows.append(row)
@@ -115,7 +129,9 @@ def format_report(res: dict) -> list:
         got = "-" if f is None else f"{f['layout']} " + ", ".join(
             f"{a['mode']} {a['box']}" for a in f["areas"]) if f and f["areas"] else (
             "-" if f is None else f"{f['layout']} no area")
+        dop = [v for v in r.get("doppler_box_iou") or [] if v is not None]
         lines.append(f"{'right' if r['right'] else 'WRONG'}  {r['file']} frame {r['frame']}: IoU {r['best_iou']}; "
-                     f"found {got}" + ("" if r["right"] else f"; why: {'; '.join(r['reasons'])}"))
+                     f"found {got}" + (f"; Doppler box IoU {dop}" if dop else "")
+                     + ("" if r["right"] else f"; why: {'; '.join(r['reasons'])}"))
     lines.append(f"{res['right']}/{res['total']} frames right")
     return lines
