@@ -61,18 +61,30 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inspect")
     def inspect_cmd(
-        frame: str = typer.Argument(..., help="Image file, or a video/DICOM/phantom source (see --frame)."),
+        frame: Optional[str] = typer.Argument(None, help="Image file, or a video/DICOM/phantom source (see --frame)."),
         k: int = typer.Option(0, "--frame", help="Frame index in a video, cine DICOM or folder."),
         as_json: bool = typer.Option(False, "--json", help="Print the stable JSON shape only."),
         png: Optional[Path] = typer.Option(None, "--png", help="Write the frame with what was found drawn on it."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Scanner profile (JSON/YAML)."),
+        eval_truth: Optional[Path] = typer.Option(None, "--eval", help="Judge every frame named in this truth "
+                                                  "JSON (screens in its folder): per frame right/wrong and why, "
+                                                  "and N/M frames right."),
     ):
         """What the runtime understands of one frame: layout, image areas, mode, Doppler box, frozen, signal."""
         import cv2
 
+        from rating_edge.errors import RatingEdgeError
         from rating_edge.runtime.capture import read_one_frame
         from rating_edge.runtime.layout import LayoutDetector, Profile, draw_layout, load_profile
 
+        if eval_truth is not None:
+            from rating_edge.runtime.screen_eval import evaluate, format_report
+
+            res = evaluate(eval_truth, load_profile(profile) if profile else None)
+            typer.echo(json.dumps(res) if as_json else "\n".join(format_report(res)))
+            return
+        if frame is None:
+            raise RatingEdgeError("inspect needs a FRAME (image, video, DICOM or phantom source) or --eval TRUTH.json")
         img = read_one_frame(frame, k)
         det = LayoutDetector(load_profile(profile) if profile else Profile())
         if k > 0:  # `frozen` needs the frame before
@@ -81,7 +93,7 @@ def register(app: typer.Typer) -> None:
         d = lo.to_json()
         if png:
             Path(png).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(png), draw_layout(img, lo))
+            cv2.imwrite(str(png), draw_layout(img, lo, det.profile.roi))
         if as_json:
             typer.echo(json.dumps(d))
             return

@@ -12,6 +12,7 @@ Detection works on downsampled copies so a 1920x1080 frame costs a few milliseco
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +29,17 @@ DETECT_WIDTH = 480  # working width of area detection
 class LayoutParams:
     """Thresholds of screen understanding (all overridable in a profile under "detect")."""
 
-    texture_density: float = 0.5  # share of textured pixels (5x5) that marks ultrasound
-    col_rel: float = 0.8  # a column belongs to an area when its texture share is >= this x the median
-    row_rel: float = 0.6  # ... rows likewise (near-field rows are darker and smoother)
-    bg_delta: int = 1  # gray distance from the local screen background that is not background
-    off_bg_share: float = 0.4  # rows with this share off the background belong to the area (shadows)
+    texture_density: float = 0.5  # share of picture-content pixels (5x5) that marks a picture
+    flat_range: int = 0  # a 3x3 neighbourhood this flat (max - min) is a UI fill, not picture ...
+    noise_floor: int = 3  # ... unless within this many gray levels of the screen's black (an empty fan)
+    dark_texture: int = 2  # a pixel this far from its 3x3 mean is speckle, even at the level of the black ...
+    dark_level: int = 24  # ... when within this many gray levels of the black (dark tissue)
     open_frac: float = 1 / 50  # opening kernel as a fraction of the working width: removes text, bars
+    min_fill: float = 0.3  # a picture fills at least this share of its bounding box (a fan about half)
+    seam_corr: float = 0.2  # neighbouring columns correlating less than this are two pictures touching ...
+    seam_typical: float = 0.5  # ... when the columns of the pictures correlate at least this much
+    gutter_max: float = 0.05  # ... or a flat gutter at most this share of the joint width separates them
+    seam_min_part: float = 0.3  # ... and each picture is at least this share of the joint width
     min_area_frac: float = 0.04  # an image area covers at least this much of the frame
     min_w_frac: float = 0.12
     min_h_frac: float = 0.2
@@ -45,6 +51,9 @@ class LayoutParams:
     box_ridge: int = 10  # a Doppler-box outline pixel is this much brighter than pixels 2 px either side
     box_min_gray: int = 100  # box outlines are drawn light gray; dim noise dots in shadows are not outline
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
+    box_max_ink: float = 0.45  # a box side is a stroke: at most this share of its 7x7 neighbourhood is stroke
+    box_side_len: float = 0.25  # a box side spans at least this share of the area's height
+    box_every: int = 5  # search for slanted box sides every N frames per area (checked in between)
     no_signal_std: float = 3.0
     redetect_every: int = 30  # find image areas at least every N frames (a screen layout changes rarely) ...
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
@@ -56,11 +65,15 @@ class Area:
     mode: str = "gs"  # "gs" | "doppler"
     doppler_box: tuple | None = None
     doppler_fraction: float | None = 0.0  # None: not measured (a detector made with fractions=False)
+    doppler_outline: list | None = None  # the box outline's corners as found (slanted/fan boxes), frame pixels
 
     def to_json(self) -> dict:
-        return {"box": [int(v) for v in self.box], "mode": self.mode,
-                "doppler_box": None if self.doppler_box is None else [int(v) for v in self.doppler_box],
-                "doppler_fraction": None if self.doppler_fraction is None else round(float(self.doppler_fraction), 6)}
+        d = {"box": [int(v) for v in self.box], "mode": self.mode,
+             "doppler_box": None if self.doppler_box is None else [int(v) for v in self.doppler_box],
+             "doppler_fraction": None if self.doppler_fraction is None else round(float(self.doppler_fraction), 6)}
+        if self.doppler_outline is not None:
+            d["doppler_outline"] = [[int(x), int(y)] for x, y in self.doppler_outline]
+        return d
 
 
 @dataclass
@@ -202,49 +215,130 @@ def texture_map(small_gray: np.ndarray) -> np.ndarray:
     return cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))) >= 2
 
 
-def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None) -> list:
+def background_level(small_gray: np.ndarray, share: float = 0.02) -> int:
+    """The screen's black: the darkest gray level that covers a visible share of the screen.
+
+    Scanners draw the picture on black and map "no echo" to (almost) that black, so the darkest common
+    level is what surrounds the picture, whatever colour the UI panels around it have (white, blue, grey).
+    """
+    hist = cv2.calcHist([small_gray], [0], None, [256], [0, 256]).ravel()
+    common = np.nonzero(hist >= share * small_gray.size)[0]
+    return int(common[0]) if common.size else int(hist.argmax())
+
+
+def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_mask=None, bg=None) -> np.ndarray:
+    """Pixels that can belong to an ultrasound picture (uint8 0/1).
+
+    Not the screen's black, and not a flat fill above it: a scan-converted picture has speckle
+    everywhere but at its noise floor (a level or two above black, which is where an empty fan or the
+    dark wings of a sector still differ from the screen outside), while UI panels, bars and buttons are
+    flat fills of a level clearly above black. Doppler colour counts, however smooth.
+    """
+    bg = background_level(small_gray) if bg is None else bg
+    dist = cv2.absdiff(small_gray, np.full_like(small_gray, bg))
+    rng = cv2.subtract(cv2.dilate(small_gray, _OPEN3), cv2.erode(small_gray, _OPEN3))
+    flat = cv2.compare(rng, p.flat_range, cv2.CMP_LE)
+    dim = cv2.compare(dist, p.noise_floor, cv2.CMP_LE)
+    # clearly off black and not a flat fill above it: speckle, tissue (and text strokes, removed later);
+    # flat patches darker than the screen's black are the picture's own black (a grey-background screen)
+    above = cv2.compare(small_gray, bg, cv2.CMP_GT)
+    c = cv2.bitwise_and(cv2.bitwise_not(dim), cv2.bitwise_not(cv2.bitwise_and(flat, above)))
+    # just off black: the noise floor of an empty fan or of dark sector wings, when it covers a region
+    # wider than the opening; thinner dim seams are video-compression ringing around edges and text
+    floor = cv2.bitwise_and(dim, cv2.compare(dist, 0, cv2.CMP_GT))
+    k = max(3, int(round(small_gray.shape[1] * p.open_frac)) | 1)
+    floor = cv2.compare(cv2.blur(floor, (5, 5)), 127, cv2.CMP_GT)
+    c = cv2.bitwise_or(c, cv2.morphologyEx(floor, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))))
+    # ... and so is dark speckle around the screen's own level (a picture whose black is the screen's black),
+    # over regions twice as wide: ringing-filled gutters and the gaps to bars beside a picture are narrower
+    dark_tex = cv2.bitwise_and(cv2.compare(cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))), p.dark_texture, cv2.CMP_GE),
+                               cv2.compare(dist, p.dark_level, cv2.CMP_LE))
+    dark_tex = cv2.bitwise_or(cv2.compare(cv2.blur(dark_tex, (5, 5)), 100, cv2.CMP_GT), c)
+    k2 = 2 * k + 1
+    c = cv2.bitwise_or(c, cv2.morphologyEx(dark_tex, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2))))
+    if small_bgr is not None:
+        c = cv2.bitwise_or(c, cv2.compare(max_and_chroma(small_bgr)[1], 40, cv2.CMP_GE))
+    if ui_mask is not None:
+        c[ui_mask] = 0
+    return (c > 0).astype(np.uint8)
+
+
+def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list:
+    """Columns where two pictures touch: neighbouring columns of one picture are strongly correlated
+    (speckle is wider than a pixel, scan lines are interpolated), columns from two pictures are not.
+    Median over row blocks, so text or a marker on a few rows does not make or hide a seam."""
+    g = gray[rows].astype(np.float32)
+    nb = 8
+    if g.shape[0] < 4 * nb or g.shape[1] < 8:
+        return []
+    cs, flat = [], []
+    for r in np.array_split(np.arange(g.shape[0]), nb):
+        a, b = g[r, :-1], g[r, 1:]
+        a = a - a.mean(0)
+        b = b - b.mean(0)
+        va, vb = (a * a).mean(0), (b * b).mean(0)
+        c = (a * b).mean(0) / np.sqrt(va * vb + 1e-6)
+        c[(va < 4) | (vb < 4)] = np.nan  # flat in this block (black wing, UI): says nothing
+        cs.append(c)
+        flat.append(va < 4)
+    cs = np.array(cs)
+    valid = (~np.isnan(cs)).sum(0)
+    if valid.max() < nb // 2:
+        return []
+    # a narrow gutter, flat over (nearly) the full height, between textured columns: two pictures that
+    # video compression or a thin frame line joined into one component
+    flat_share = np.mean(flat, axis=0)
+    gutters = [(a + b) // 2 + 1 for a, b in _runs(flat_share, 0.5, 1)
+               if a > 0 and b < flat_share.size and b - a <= max(2, int(p.gutter_max * g.shape[1]))
+               and flat_share[a:b].max() >= 0.75]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: flat everywhere
+        corr = np.nanmedian(cs, axis=0)
+    corr[valid < nb // 2] = np.nan
+    typical = float(np.nanmedian(corr))
+    if not typical >= p.seam_typical:
+        return gutters
+    low = np.nan_to_num(corr, nan=1.0) < p.seam_corr
+    return [int(x) + 1 for x in np.nonzero(low)[0]] + gutters  # a seam lies between x and x + 1
+
+
+def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None, live=None) -> list:
     """Image areas in working (downsampled) pixels.
 
-    Dense-texture regions survive an opening that removes text, bars, scales and markers; each
-    region's exact edges come from column/row texture profiles, which also split side-by-side areas
-    that the smoothing joined across their narrow gap.
+    Picture content (`content_mask`) that is dense at the scale of a few pixels survives an opening
+    that removes text, ticks, calipers, scales and ECG traces; each large, filled connected component
+    is a picture (sector fans, convex and linear images alike: its bounding box), split where two
+    touching pictures meet (`_seam_columns`). Header and footer bands are too flat to be a picture.
+    `live`: pixels seen changing over recent frames (uint8 0/1), added to the content: a live picture
+    moves, its UI does not.
     """
     h, w = small_gray.shape
-    T = texture_map(small_gray)
-    if small_bgr is not None:  # Doppler colour is picture content, however smooth (large confluent flow)
-        T |= max_and_chroma(small_bgr)[1] >= 40
-    if ui_mask is not None:
-        T &= ~ui_mask
-    Tf = T.astype(np.float32)
-    dense = (cv2.blur(Tf, (5, 5)) > p.texture_density).astype(np.uint8)
+    c = content_mask(small_gray, p, small_bgr, ui_mask)
+    if live is not None and live.shape == c.shape:
+        c = cv2.bitwise_or(c, live.astype(np.uint8))
+    dense = (cv2.blur(c.astype(np.float32), (5, 5)) > p.texture_density).astype(np.uint8)
     k = max(3, int(round(w * p.open_frac)) | 1)
-    opened = cv2.morphologyEx(dense, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    opened = cv2.morphologyEx(dense, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     min_w, min_h = p.min_w_frac * w, p.min_h_frac * h
     out = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
-        if area < p.min_area_frac * w * h or bw < min_w or bh < min_h:
+        if area < p.min_area_frac * w * h or bw < min_w or bh < min_h or area < p.min_fill * bw * bh:
             continue
-        x0, x1 = max(0, x - k), min(w, x + bw + k)
-        band = Tf[y:y + bh, x:x + bw].mean(axis=1)  # densest rows (tissue): shadows do not thin the columns
-        band_rows = np.nonzero(band >= p.col_rel * float(np.median(band)))[0] + y
-        cols = Tf[band_rows, x0:x1].mean(axis=0)
-        for cs, ce in _runs(cols, p.col_rel * float(np.median(cols[x - x0:x - x0 + bw])), int(min_w)):
-            ax0, ax1 = x0 + cs, x0 + ce
-            # rows: textured, or (dark acoustic shadows) off the screen background beside the area
-            strips = [small_gray[:, max(ax0 - 4, 0):max(ax0 - 1, 0)], small_gray[:, ax1 + 1:ax1 + 4]]
-            side = np.concatenate([s_.ravel() for s_ in strips if s_.size])
-            bg = int(np.median(side)) if side.size else 0
-            off_bg = (np.abs(small_gray[:, ax0:ax1].astype(np.int16) - bg) >= p.bg_delta).mean(axis=1)
-            tex = Tf[:, ax0:ax1].mean(axis=1)
-            ok = (tex >= p.row_rel * float(np.median(tex[y:y + bh]))) | (off_bg >= p.off_bg_share)
-            rr = _runs(ok.astype(np.float32), 0.5, int(min_h))
-            if not rr:
+        comp = labels[y:y + bh, x:x + bw] == i
+        rows = np.nonzero(comp.mean(axis=1) >= 0.5)[0]  # rows across the picture's width (not the fan tip)
+        cuts = [s for s in _seam_columns(small_gray[y:y + bh, x:x + bw], rows, p)
+                if min(s, bw - s) >= p.seam_min_part * bw]
+        edges = [0] + sorted(cuts) + [bw]
+        for a, b in zip(edges[:-1], edges[1:]):
+            part = comp[:, a:b]
+            if b - a < min_w or not part.any():
                 continue
-            rs, re_ = max(rr, key=lambda r: min(r[1], y + bh) - max(r[0], y))
-            box = (ax0, rs, ax1 - ax0, re_ - rs)
-            if box[2] * box[3] >= p.min_area_frac * w * h:
+            ys = np.nonzero(part.any(axis=1))[0]
+            xs = np.nonzero(part.any(axis=0))[0]
+            box = (x + a + int(xs[0]), y + int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+            if box[2] >= min_w and box[3] >= min_h and box[2] * box[3] >= p.min_area_frac * w * h:
                 out.append(box)
     out.sort(key=lambda b: -b[2] * b[3])
     return out
@@ -328,6 +422,102 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
     return (int(x0), y0, int(x1 - x0 + 1), y1 - y0 + 1)
 
 
+def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
+    """The Doppler colour box from two long, straight, steep, thin bright strokes, or None.
+
+    Steered linear boxes are parallelograms, sector boxes are fan segments whose sides run along beam
+    lines, drawn grey, white, green or yellow: what they share is a pair of straight sides spanning the
+    same depths. Tissue lines in an image are mostly flat or curved and wider than a stroke, speckle is
+    short, and the picture's own fan edges are steps, not strokes.
+    Returns ((x, y, w, h), corners) in area pixels: the sides' bounding box, and the sides' 4 end points.
+    """
+    H0, W0 = area_bgr.shape[:2]
+    if W0 < 16 * step or H0 < 16 * step:
+        return None
+    # max-pooling keeps a 1-px outline whole (nearest-neighbour subsampling would break a slanted one)
+    small = cv2.dilate(area_bgr, np.ones((step, step), np.uint8))[::step, ::step] if step > 1 else area_bgr
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    thin = cv2.bitwise_and(cv2.compare(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, _ELLIPSE5), p.box_ridge, cv2.CMP_GE),
+                           cv2.compare(gray, p.box_min_gray, cv2.CMP_GE))
+    # a stroke is alone in its neighbourhood; bright speckle and flow texture are not
+    crowd = cv2.blur(thin, (7, 7))
+    thin = cv2.bitwise_and(thin, cv2.compare(crowd, int(255 * p.box_max_ink), cv2.CMP_LE))
+    H, W = thin.shape
+    segs = cv2.HoughLinesP(thin, 1, np.pi / 180, threshold=max(10, H // 10), minLineLength=max(8, int(p.box_side_len * H)),
+                           maxLineGap=max(5, H // 20))  # a side may cross a bright tissue layer
+    if segs is None:
+        return None
+    steep = []
+    for x1, y1, x2, y2 in segs.reshape(-1, 4):
+        if y2 < y1:
+            x1, y1, x2, y2 = x2, y2, x1, y1
+        if abs(int(y2) - int(y1)) >= abs(int(x2) - int(x1)):  # within 45 degrees of vertical: a beam line
+            steep.append((int(x1), int(y1), int(x2), int(y2)))
+    best = None
+    for i, a in enumerate(steep):
+        for b in steep[i + 1:]:
+            left, right = (a, b) if a[0] + a[2] <= b[0] + b[2] else (b, a)
+            if (right[0] + right[2] - left[0] - left[2]) / 2 < W / 8:
+                continue
+            top, bot = max(left[1], right[1]), min(left[3], right[3])
+            span = max(left[3], right[3]) - min(left[1], right[1])
+            if bot - top < 0.7 * span:  # the two sides cover the same depths
+                continue
+            if best is None or span * (right[0] + right[2] - left[0] - left[2]) > best[0]:
+                best = (span * (right[0] + right[2] - left[0] - left[2]), left, right)
+    if best is None:
+        return None
+    _, l, r = best
+    # bridging gaps (where a side crosses a bright layer) lets a segment run on past a corner through
+    # stray stroke pixels: end each side where its stroke is continuous
+    l, r = _trim_to_stroke(thin, l), _trim_to_stroke(thin, r)
+    xs, ys = [l[0], l[2], r[0], r[2]], [l[1], l[3], r[1], r[3]]
+    x0, y0 = min(xs) * step, min(ys) * step
+    x1, y1 = min(max(xs) * step + step, W0), min(max(ys) * step + step, H0)
+    corners = [(l[0] * step, l[1] * step), (r[0] * step, r[1] * step), (r[2] * step, r[3] * step), (l[2] * step, l[3] * step)]
+    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), corners
+
+
+def _trim_to_stroke(mask: np.ndarray, seg, run: int = 5):
+    """Shorten a segment (x1, y1, x2, y2) to the first and last point where its stroke is continuous in
+    `mask` (a pixel or its horizontal neighbours set on `run` consecutive steps)."""
+    H, W = mask.shape
+    x1, y1, x2, y2 = seg
+    n = max(abs(x2 - x1), abs(y2 - y1), 1)
+    t = np.arange(n + 1) / n
+    xs = np.clip(np.round(x1 + t * (x2 - x1)).astype(int), 1, W - 2)
+    ys = np.clip(np.round(y1 + t * (y2 - y1)).astype(int), 0, H - 1)
+    hit = (mask[ys, xs - 1] | mask[ys, xs] | mask[ys, xs + 1]) > 0
+    solid = np.convolve(hit.astype(np.int32), np.ones(run, np.int32), mode="valid") >= run
+    idx = np.nonzero(solid)[0]
+    if idx.size == 0:
+        return seg
+    i, j = int(idx[0]), int(idx[-1]) + run - 1
+    return (int(xs[i]), int(ys[i]), int(xs[j]), int(ys[j]))
+
+
+def _sides_still_drawn(area_bgr: np.ndarray, corners, p: LayoutParams) -> bool:
+    """Whether the two box sides found earlier are still drawn: most points along each side are bright
+    and brighter than the pixels 3 px beside them (a stroke, not tissue)."""
+    gray_at = area_bgr  # sampled per point: no full-area conversion
+    H, W = area_bgr.shape[:2]
+    (l0, r0, r1, l1) = corners
+    for (xa, ya), (xb, yb) in ((l0, l1), (r0, r1)):
+        t = np.linspace(0.05, 0.95, 24)
+        xs = np.clip(np.round(xa + t * (xb - xa)).astype(int), 3, W - 4)
+        ys = np.clip(np.round(ya + t * (yb - ya)).astype(int), 0, H - 1)
+        # a 1-px stroke may sit a pixel off the fitted line: take the brightest of 3 neighbours
+        centre = np.max([gray_at[ys, xs + d].max(axis=1) for d in (-1, 0, 1)], axis=0).astype(np.int16)
+        side = np.maximum(gray_at[ys, xs - 3].max(axis=1), gray_at[ys, xs + 3].max(axis=1)).astype(np.int16)
+        ok = (centre >= p.box_min_gray) & (centre - side >= p.box_ridge)
+        if ok.mean() < 0.6:
+            return False
+    return True
+
+
+_ELLIPSE5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+
 def _same_boxes(old, new, tol: int) -> bool:
     """Whether two area searches found the same areas up to `tol` pixels per edge. Keeping the earlier
     boxes then keeps crops, ROIs and pairing from shifting with search noise (a GS image held for a
@@ -351,10 +541,13 @@ class LayoutDetector:
         self._prev_size = None
         self._boxes = None  # image areas found on a recent frame
         self._since = 0
+        self._sides = {}  # area box -> (frame number of the last box-side search, its result)
+        self._frame_no = 0
         self._ref = self._outside = None  # small gray frame of the last area search, and the screen around the areas
 
     def reset(self):
         self._prev = self._held = self._boxes = None
+        self._sides = {}
 
     def _ui_mask(self, W, H, f):
         if not self.profile.ui_regions:
@@ -425,9 +618,19 @@ class LayoutDetector:
         x, y, w, h = box
         crop = img[y:y + h, x:x + w]
         outline = doppler_box_outline(crop, self.p)
+        corners = None
+        if outline is not None:
+            bx, by, bw, bh = outline
+            corners = [(x + bx, y + by), (x + bx + bw - 1, y + by), (x + bx + bw - 1, y + by + bh - 1),
+                       (x + bx, y + by + bh - 1)]
+        else:  # slanted (steered) or fan-segment box
+            sides = self._box_sides(crop, box)
+            if sides is not None:
+                outline, cs = sides
+                corners = [(x + cx, y + cy) for cx, cy in cs]
         if outline is not None and not self.fractions:
             bx, by, bw, bh = outline
-            return Area(box, "doppler", (x + bx, y + by, bw, bh), None)
+            return Area(box, "doppler", (x + bx, y + by, bw, bh), None, corners)
         step = 2
         m = doppler_signal_u8(crop, self.dp, step)
         if self.profile.ui_regions:
@@ -442,13 +645,28 @@ class LayoutDetector:
         colour = count >= self.p.doppler_min_pixels and frac >= self.p.doppler_min_fraction
         if outline is not None:
             bx, by, bw, bh = outline
-            return Area(box, "doppler", (x + bx, y + by, bw, bh), frac)
+            return Area(box, "doppler", (x + bx, y + by, bw, bh), frac, corners)
         if colour:
             bx, by, bw, bh = cv2.boundingRect(m)
             x0, x1 = bx * step, min((bx + bw) * step, w)
             y0, y1 = by * step, min((by + bh) * step, h)
             return Area(box, "doppler", (x + int(x0), y + int(y0), int(x1 - x0), int(y1 - y0)), frac)
         return Area(box, "gs", None, frac)
+
+    def _box_sides(self, crop, box):
+        """`doppler_box_sides`, searched every `box_every` frames per area: the box is UI and stays put
+        between searches, so in between a found box is only checked (its sides still drawn: a few
+        hundred pixel reads) and a screen without one is not searched again."""
+        n, found = self._sides.get(box, (None, None))
+        self._frame_no += 1
+        if n is not None and self._frame_no - n < self.p.box_every:
+            if found is None or _sides_still_drawn(crop, found[1], self.p):
+                return found
+        found = doppler_box_sides(crop, self.p, step=max(2, int(round(crop.shape[1] / 300))))  # ~300 px wide
+        if len(self._sides) > 8:
+            self._sides.clear()
+        self._sides[box] = (self._frame_no, found)
+        return found
 
     def _frozen(self, gray, boxes_full, f) -> bool:
         """Frozen = the image stopped changing. Enter on a near-zero change between consecutive frames;
@@ -488,8 +706,24 @@ def detect_layout(frame_bgr, profile: Profile | None = None, previous=None) -> F
     return det.detect(frame_bgr)
 
 
+def _static_boxes(frames: list, boxes: list, p: LayoutParams) -> set:
+    """Indices of boxes whose pixels did not change over the frames while another box's did: a
+    reference thumbnail or a stored image beside the live one (the live picture moves, UI does not)."""
+    if len(frames) < 2 or len(boxes) < 2:
+        return set()
+    grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames if f is not None and f.shape == frames[0].shape]
+    moved = []
+    for x, y, w, h in boxes:
+        d = [float(cv2.absdiff(a[y:y + h, x:x + w], b[y:y + h, x:x + w]).mean()) for a, b in zip(grays, grays[1:])]
+        moved.append(max(d) if d else 0.0)
+    if max(moved) < p.frozen_delta:  # all frozen: nothing to tell them apart
+        return set()
+    return {i for i, m in enumerate(moved) if m < p.frozen_delta}
+
+
 def propose_profile(frames: list, name: str = "detected") -> Profile:
-    """A profile from a few frames: the median of each detected area (per layout slot)."""
+    """A profile from a few frames: the median of each detected area (per layout slot). With several
+    frames, temporal cues: areas that stay still while another moves (thumbnails) are dropped."""
     det = LayoutDetector()
     layouts = [det.detect(f) for f in frames if f is not None]
     layouts = [lo for lo in layouts if lo.signal and lo.areas]
@@ -505,22 +739,37 @@ def propose_profile(frames: list, name: str = "detected") -> Profile:
     for i in range(n):
         boxes = np.array([lo.areas[i].box for lo in same if len(lo.areas) > i])
         areas.append(tuple(int(v) for v in np.median(boxes, axis=0)))
+    static = _static_boxes([f for f in frames if f is not None], areas, det.p)
+    if static and len(areas) - len(static) >= 1:
+        areas = [a for i, a in enumerate(areas) if i not in static]
+        layout = "dual" if len(areas) == 2 else "single"
     W, H = same[0].size
     return Profile(name=name, frame_size=(W, H), layout=layout, areas=areas)
 
 
-def draw_layout(frame_bgr: np.ndarray, lo: FrameLayout) -> np.ndarray:
-    """What `inspect --png` shows: image areas (green GS, magenta Doppler), Doppler boxes, flags."""
+def draw_layout(frame_bgr: np.ndarray, lo: FrameLayout, roi="doppler_box") -> np.ndarray:
+    """What `inspect --png` shows: image areas (green GS, magenta Doppler), the Doppler box outline as
+    found (yellow: its corners, slanted or not), its bounding box (thin yellow) and the ROI the pairing
+    crops (cyan), flags."""
+    from rating_edge.runtime.pairing import roi_in_area
+
     out = frame_bgr.copy()
     for a in lo.areas:
         x, y, w, h = a.box
         col = (255, 0, 255) if a.mode == "doppler" else (0, 255, 0)
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), col, 2)
-        cv2.putText(out, f"{a.mode} {'-' if a.doppler_fraction is None else format(a.doppler_fraction, '.3f')}", (x + 4, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+        frac = "-" if a.doppler_fraction is None else format(a.doppler_fraction, ".3f")
+        cv2.putText(out, f"{a.mode} {frac}", (x + 4, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, col, 1, cv2.LINE_AA)
         if a.doppler_box is not None:
             dx, dy, dw, dh = a.doppler_box
             cv2.rectangle(out, (dx, dy), (dx + dw - 1, dy + dh - 1), (0, 255, 255), 1)
+        if a.doppler_outline is not None:
+            cv2.polylines(out, [np.array(a.doppler_outline, np.int32)], True, (0, 255, 255), 2)
+        r = roi_in_area(a, roi)
+        if r is not None:
+            rx, ry, rw, rh = r
+            cv2.rectangle(out, (x + rx, y + ry), (x + rx + rw - 1, y + ry + rh - 1), (255, 255, 0), 1)
     cv2.putText(out, f"layout={lo.layout} frozen={lo.frozen} signal={lo.signal}", (8, out.shape[0] - 10),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return out
