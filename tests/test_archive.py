@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("pydicom")
 pytest.importorskip("onnxruntime")
+pytest.importorskip("pyarrow")
+pytest.importorskip("highdicom")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ import pytest
 
 pytest.importorskip("pydicom")
 pytest.importorskip("onnxruntime")
+pytest.importorskip("pyarrow")
+pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"

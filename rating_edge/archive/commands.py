@@ -87,6 +87,32 @@ def register(app: typer.Typer) -> None:
             report.write_text(json.dumps(d, indent=1))
         console.print(f"results: {out}/pairs, {out}/sections, {out}/studies (Parquet)")
 
+    @ar.command("bench")
+    def bench_cmd(
+        source: str = typer.Argument(..., help="Folder tree of DICOM files or dicomweb+http://... (read twice)."),
+        package: Path = typer.Option(..., "--package", help="Model package folder."),
+        out: Path = typer.Option(..., "--out", help="New folder: OUT/in-process and OUT/ray RESULTS."),
+        actors: int = typer.Option(None, help="Inference actors of the Ray run (default: half the CPUs)."),
+        num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the local Ray (default: all)."),
+        threads: int = typer.Option(None, help="Engine threads per runner, both runs (default: Ray 1 per actor, "
+                                               "in-process all cores)."),
+        truth: Path = typer.Option(None, help="truth.json of a phantom archive: add accuracy."),
+        json_out: Path = typer.Option(None, "--json", help="Write the figures as JSON."),
+    ):
+        """Ray pipeline vs the in-process loop on the same archive: equality of every pair, throughput."""
+        from rating_edge.archive.bench import bench
+        from rating_edge.archive.pipeline import ArchiveConfig
+
+        cfg = ArchiveConfig(source=source, package=str(package), out=str(out), actors=actors, num_cpus=num_cpus,
+                            threads=threads)
+        res = bench(cfg, out, truth)
+        text = json.dumps(res, indent=1)
+        if json_out:
+            json_out.write_text(text)
+        print(text)
+        if not res["equal"]["identical"]:
+            raise RatingEdgeError("the Ray run and the in-process run differ (see 'equal' above)")
+
     @ar.command("show")
     def show_cmd(results: Path = typer.Argument(..., help="RESULTS folder of `archive score`."),
                  truth: Path = typer.Option(None, help="truth.json of a phantom archive: report accuracy.")):

@@ -58,6 +58,7 @@ class RunReport:
     srs_written: int = 0
     srs_stored: int = 0
     setup_s: float = 0.0  # Ray start/connect and listing
+    ray_start_s: float = 0.0  # of which starting (or joining) Ray
     run_s: float = 0.0  # decoding + scoring + writing
     errors: list = field(default_factory=list)
 
@@ -223,9 +224,13 @@ def run_ray(cfg: ArchiveConfig, progress=None) -> RunReport:
     t0 = time.perf_counter()
     results = Results(cfg.out)
     ray, tmp = _start_ray(cfg)
+    report.ray_start_s = time.perf_counter() - t0
     try:
+        import logging
+
         import ray.data as rd
 
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # the Rich progress bar tells the story
         ctx = rd.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
