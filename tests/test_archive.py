@@ -172,6 +172,10 @@ def test_sr_content_round_trip(archive, tiny_pkg, tmp_path):
                 if r.ValueType == "IMAGE"}
         used = {u for s in sections if s["study_uid"] == uid for u in s["gs_sop_uids"] + s["doppler_sop_uids"]}
         assert refs == used
+    again = run_local(_cfg(archive, tiny_pkg, tmp_path / "again", sr=True))
+    assert again.srs_written == 3
+    assert {s["sr_sop_uid"] for s in Results(tmp_path / "again").table("studies").to_pylist()} == \
+        {s["sr_sop_uid"] for s in studies.values()}  # same study + model: same SR, stored once by a PACS
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -127,7 +127,10 @@ class Collector:
         from rating_edge.archive.sr import build_sr, store_sr
 
         sr = build_sr(info, sections, pairs, pairs[0]["model_hash"], pairs[0]["backend"])
-        sr.save_as(self.results.sr_path(info["study_uid"]), enforce_file_format=True)
+        final = self.results.sr_path(info["study_uid"])
+        tmp = final.with_suffix(".dcm.tmp")
+        sr.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, final)
         summary["sr_sop_uid"] = str(sr.SOPInstanceUID)
         self.report.srs_written += 1
         if self.store is not None:

@@ -89,9 +89,13 @@ def build_sr(info: dict, sections: list[dict], pairs: list[dict], model_hash: st
     root = ContainerContentItem(_c("RATINGRPT", "RATING synovitis scoring report"))
     root.ContentSequence = ContentSequence(items)
     header = info["header"]
+    # UIDs from (study, model, toolkit): a run killed after sending an SR but before recording the study
+    # sends the same SR again on the rerun, which a PACS stores once, instead of a second report
+    key = [info["study_uid"], model_hash, __version__]
     sr = ComprehensiveSR(
         evidence=_evidence(header, refs, series_of), content=root,
-        series_instance_uid=generate_uid(), series_number=900, sop_instance_uid=generate_uid(), instance_number=1,
+        series_instance_uid=generate_uid(entropy_srcs=key + ["series"]), series_number=900,
+        sop_instance_uid=generate_uid(entropy_srcs=key + ["sr"]), instance_number=1,
         manufacturer="rating-edge", is_complete=True, is_final=False, is_verified=False,
         series_description="RATING synovitis scores (AI, not verified)")
     return sr
