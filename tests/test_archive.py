@@ -215,3 +215,21 @@ def test_unreadable_study_is_reported_and_retried(archive, tiny_pkg, tmp_path):
     assert "errors.jsonl" in os.listdir(tmp_path / "r")
     rep2 = run_local(_cfg(src, tiny_pkg, tmp_path / "r"))
     assert rep2.studies_skipped == 2 and rep2.studies_failed == 1
+
+
+def test_cli_phantom_dicom_and_in_process_score(tiny_pkg, tmp_path):
+    from rating_edge.cli import main
+
+    arch = tmp_path / "a"
+    assert main(["phantom", "dicom", str(arch), "--studies", "1", "--seed", "2", "--size", "480x270"]) == 0
+    assert main(["phantom", "dicom", str(arch), "--studies", "1"]) == 2  # never writes into a full folder
+    rep = tmp_path / "rep.json"
+    assert main(["archive", "score", str(arch), "--package", str(tiny_pkg), "--out", str(tmp_path / "r"),
+                 "--in-process", "--report", str(rep)]) == 0
+    d = json.loads(rep.read_text())
+    assert d["mode"] == "in-process" and d["studies_done"] == 1 and d["pairs"] > 0
+    assert main(["archive", "show", str(tmp_path / "r"), "--truth", str(arch / "truth.json")]) == 0
+    from rating_edge.archive.evaluate import summarise
+
+    out = summarise(tmp_path / "r", arch / "truth.json")
+    assert out["studies"] == 1 and out["truth"]["pairs_same_section"] == out["truth"]["pairs"] == d["pairs"]
