@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,16 @@ def test_cli_phantom_dicom_and_in_process_score(tiny_pkg, tmp_path):
 
     out = summarise(tmp_path / "r", arch / "truth.json")
     assert out["studies"] == 1 and out["truth"]["pairs_same_section"] == out["truth"]["pairs"] == d["pairs"]
+
+
+def test_archive_scoring_does_not_import_torch():
+    """Archive workers are runtime-sized: scoring modules pull in no torch (Ray workers import them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import rating_edge.archive.pipeline, rating_edge.archive.sr, rating_edge.archive.bench, "
+            "rating_edge.phantom.dicom; bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "print(len(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr[-500:]
