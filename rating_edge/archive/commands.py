@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
             rep = (run_local if in_process else run_ray)(cfg, prog)
         d = rep.to_json()
         console.print(f"[green]scored[/] {rep.studies_done} studies ({rep.pairs} pairs) in {rep.run_s:.1f} s "
-                      f"[{rep.mode}; setup {rep.setup_s:.1f} s]; skipped {rep.studies_skipped} already done; "
+                      f"({rep.mode}; setup {rep.setup_s:.1f} s); skipped {rep.studies_skipped} already done; "
                       f"failed {rep.studies_failed}" + (f"; SRs {rep.srs_written} written, {rep.srs_stored} stored"
                                                           if sr else ""))
         for e in rep.errors[:5]:

@@ -158,7 +158,7 @@ def _check(cfg: ArchiveConfig) -> None:
     from rating_edge.package import load_package
 
     cfg.source = sources.check_source(cfg.source)
-    load_package(cfg.package, verify=False)  # a clear error now, not in every worker
+    load_package(cfg.package)  # a clear error now (missing, tampered), not from every actor
     sources.parse_store(cfg.store)
     if cfg.store and not cfg.sr:
         raise RatingEdgeError("--store sends the SRs: add --sr")
@@ -207,7 +207,11 @@ def _start_ray(cfg: ArchiveConfig):
     except ImportError as e:  # pragma: no cover - install issue
         raise RatingEdgeError("archive scoring on Ray needs ray[data]: pip install 'rating-edge[archive]'") from e
     if cfg.ray_address:
-        ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
+        try:
+            ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise RatingEdgeError(f"cannot join the Ray cluster at {cfg.ray_address!r} ({str(e).splitlines()[0][:160]}); "
+                                  "check `ray status` there, or leave out --ray-address for a local Ray") from None
         return ray, None
     # local workers import this toolkit from where this process does
     root = str(Path(__file__).resolve().parents[2])
@@ -267,9 +271,14 @@ def run_ray(cfg: ArchiveConfig, progress=None) -> RunReport:
                                 fn_constructor_kwargs={"package": cfg.package, "backend": cfg.backend,
                                                        "threads": cfg.threads or max(1, int(cfg.actor_cpus))},
                                 num_cpus=cfg.actor_cpus, num_gpus=1 if gpu else 0)
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for i in range(len(batch["study_uid"])):
-                    col.add({k: v[i] for k, v in batch.items()})
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for i in range(len(batch["study_uid"])):
+                        col.add({k: v[i] for k, v in batch.items()})
+            except ray.exceptions.RayError as e:  # an actor or the cluster failed: finished studies are kept
+                first = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                raise RatingEdgeError(f"the Ray pipeline failed after {report.studies_done} studies ({first}); "
+                                      "finished studies are saved: rerun the same command to resume") from None
         report.run_s = time.perf_counter() - t1
         return report
     finally:
