@@ -35,6 +35,7 @@ STAGES = [
     "rating_edge.bench.commands",
     "rating_edge.bench.plan_commands",
     "rating_edge.triton.commands",
+    "rating_edge.archive.commands",
 ]
 
 

@@ -65,4 +65,23 @@ def register(app: typer.Typer) -> None:
                                     dropouts=dropouts, progress=lambda i: prog.update(task, completed=i + 1))
         console.print(f"[green]wrote[/] {mp4} ({n} frames, {wh[0]}x{wh[1]}, {layout}) and truth {side}")
 
+    @ph.command("dicom")
+    def dicom_cmd(
+        out: Path = typer.Argument(..., help="Output folder (created; must not exist or be empty)."),
+        studies: int = typer.Option(10, "--studies", help="Number of studies (one patient each)."),
+        seed: int = typer.Option(0, help="Random seed (same seed, same archive)."),
+        size: str = typer.Option("640x360", help="Scanner screen size WIDTHxHEIGHT of the stored frames."),
+        cine_share: float = typer.Option(0.3, "--cine-share", help="Share of Doppler images stored as cines."),
+        dual_share: float = typer.Option(0.15, "--dual-share", help="Share of studies in dual (side-by-side) layout."),
+    ):
+        """Write a phantom archive as ultrasound DICOM (OUT/<patient>/<study>/IMnnnn.dcm) with OUT/truth.json."""
+        from rating_edge.phantom.dicom import write_dicom_archive
+
+        with _progress() as prog:
+            task = prog.add_task("phantom studies", total=studies)
+            p = write_dicom_archive(out, studies, seed=seed, size=size, cine_share=cine_share, dual_share=dual_share,
+                                    progress=lambda i: prog.update(task, completed=i + 1))
+        console.print(f"[green]wrote[/] {studies} studies to {p} (truth: {p / 'truth.json'})")
+        console.print(f"next: rating-edge archive score {p} --package PKG --out {p}-results")
+
     app.add_typer(ph, name="phantom")

@@ -142,21 +142,29 @@ def is_dicom(path) -> bool:
 
 
 def dicom_frames(path) -> tuple[np.ndarray, float]:
-    """All frames of a DICOM file as BGR uint8 (N, H, W, 3) and its frame rate.
-
-    pydicom decodes the pixel data (uncompressed, RLE natively; JPEG and JPEG 2000 through the
-    pylibjpeg plugins when installed); YBR is converted to RGB, palette colour through its LUT, and
-    monochrome (with MONOCHROME1 inverted) expanded to three equal channels.
-    """
+    """All frames of a DICOM file as BGR uint8 (N, H, W, 3) and its frame rate (see `dataset_frames`)."""
     try:
         import pydicom
-        from pydicom.pixels import apply_color_lut
     except ImportError as e:  # pragma: no cover - install issue
         raise RatingEdgeError("reading DICOM needs pydicom: pip install 'rating-edge[runtime]'") from e
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as e:  # noqa: BLE001 - pydicom raises several types
         raise RatingEdgeError(f"{path}: not a readable DICOM file ({e})") from None
+    return dataset_frames(ds, path)
+
+
+def dataset_frames(ds, name="DICOM dataset") -> tuple[np.ndarray, float]:
+    """All frames of a pydicom dataset (read from a file or received over DICOMweb) as BGR uint8
+    (N, H, W, 3) and its frame rate.
+
+    pydicom decodes the pixel data (uncompressed, RLE natively; JPEG and JPEG 2000 through the
+    pylibjpeg plugins when installed); YBR is converted to RGB, palette colour through its LUT, and
+    monochrome (with MONOCHROME1 inverted) expanded to three equal channels.
+    """
+    from pydicom.pixels import apply_color_lut
+
+    path = name
     if "PixelData" not in ds:
         raise RatingEdgeError(f"{path}: this DICOM file holds no image (no PixelData)")
     try:

@@ -87,6 +87,17 @@ class Scorer:
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    @staticmethod
+    def grade(out: dict):
+        """(scores, sh_prob, vs_prob) of one pair's engine outputs: ECOC/MULTITUDE, shared with archive
+        scoring so the runtime and the archive grade a pair identically."""
+        sh_prob = np.asarray(out["sh_prob"])[0]
+        vs_prob = np.asarray(out["vs_prob"])[0]
+        if not (np.isfinite(sh_prob).all() and np.isfinite(vs_prob).all()):
+            raise ValueError("engine returned NaN or infinite probabilities")  # never shown as a grade
+        sc = score_probs(sh_prob[None], vs_prob[None])
+        return {k: (v[0] if np.ndim(v) else v) for k, v in sc.items()}, sh_prob, vs_prob
+
     def score(self, pair: Pair) -> Result:
         t0 = time.perf_counter()
         try:
@@ -94,12 +105,7 @@ class Scorer:
             t1 = time.perf_counter()
             out = self.runner.infer({"gs": gs, "doppler": dop})
             t2 = time.perf_counter()
-            sh_prob = np.asarray(out["sh_prob"])[0]
-            vs_prob = np.asarray(out["vs_prob"])[0]
-            if not (np.isfinite(sh_prob).all() and np.isfinite(vs_prob).all()):
-                raise ValueError("engine returned NaN or infinite probabilities")  # never shown as a grade
-            sc = score_probs(sh_prob[None], vs_prob[None])
-            scores = {k: (v[0] if np.ndim(v) else v) for k, v in sc.items()}
+            scores, sh_prob, vs_prob = self.grade(out)
             t3 = time.perf_counter()
         except Exception as e:  # noqa: BLE001 - fail open: the feed must keep flowing
             return Result(pair, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
