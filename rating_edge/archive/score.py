@@ -63,7 +63,7 @@ class PairScorer:
 
     def __init__(self, package: str, backend: str = "ort", threads: int | None = None, variant: str | None = None):
         from rating_edge.package import load_package
-        from rating_edge.runtime.engines import make_runner
+        from rating_edge.infer import make_runner
 
         pkg = load_package(package)  # verified: the hash in the results must be the model that ran
         kw = {"threads": threads} if (threads and backend == "ort") else {}
