@@ -13,11 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-<<<<<<< HEAD
-	$(BIN)/python -m pip install -q -e '.[export,runtime,dev,docs,triton]'
-=======
-	$(BIN)/python -m pip install -q -e '.[export,runtime,archive,dev]'
->>>>>>> archive
+	$(BIN)/python -m pip install -q -e '.[export,runtime,archive,triton,dev,docs]'
 	touch $(STAMP)
 
 test: $(STAMP)
