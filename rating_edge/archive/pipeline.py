@@ -63,7 +63,10 @@ class RunReport:
     errors: list = field(default_factory=list)
 
     def to_json(self) -> dict:
+        import resource
+
         d = dict(self.__dict__)
+        d["driver_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         d["pairs_per_s"] = round(self.pairs / self.run_s, 3) if self.run_s > 0 else None
         d["studies_per_s"] = round(self.studies_done / self.run_s, 3) if self.run_s > 0 else None
         return d
