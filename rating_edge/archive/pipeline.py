@@ -210,6 +210,7 @@ def _start_ray(cfg: ArchiveConfig):
     except ImportError as e:  # pragma: no cover - install issue
         raise RatingEdgeError("archive scoring on Ray needs ray[data]: pip install 'rating-edge[archive]'") from e
     if cfg.ray_address:
+        _probe(cfg.ray_address)
         try:
             ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -226,6 +227,24 @@ def _start_ray(cfg: ArchiveConfig):
              object_store_memory=int(cfg.object_store_mb) << 20, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False, _temp_dir=tmp)
     return ray, tmp
+
+
+def _probe(address: str) -> None:
+    """Fail in seconds when a HOST:PORT (or ray://HOST:PORT) address has nothing listening: Ray itself
+    retries for minutes before giving up."""
+    import socket
+
+    rest = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in rest:
+        return
+    host, _, port = rest.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise RatingEdgeError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+                              "`ray start --head` or leave out --ray-address for a local Ray") from None
 
 
 def run_ray(cfg: ArchiveConfig, progress=None) -> RunReport:
