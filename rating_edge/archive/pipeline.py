@@ -204,11 +204,14 @@ def run_local(cfg: ArchiveConfig, progress=None) -> RunReport:
 
 # --------------------------------------------------------------------------- Ray
 def _start_ray(cfg: ArchiveConfig):
-    """Connect to --ray-address, or start a private local instance sized for this machine."""
+    """(ray, owned tmp folder | None | False): join --ray-address, or start a private local instance
+    sized for this machine; False when Ray was already initialised by the caller (not shut down)."""
     try:
         import ray
     except ImportError as e:  # pragma: no cover - install issue
         raise RatingEdgeError("archive scoring on Ray needs ray[data]: pip install 'rating-edge[archive]'") from e
+    if ray.is_initialized():  # a caller (a notebook, a Ray job) already joined a cluster: use it, leave it up
+        return ray, False
     if cfg.ray_address:
         _probe(cfg.ray_address)
         try:
@@ -304,7 +307,8 @@ def run_ray(cfg: ArchiveConfig, progress=None) -> RunReport:
         report.run_s = time.perf_counter() - t1
         return report
     finally:
-        ray.shutdown()
+        if tmp is not False:
+            ray.shutdown()
         if tmp:
             import shutil
 
