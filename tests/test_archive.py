@@ -195,6 +195,22 @@ def test_cli_errors(tmp_path, capsys):
         parse_store("pacs:104")
 
 
+def test_dead_ray_address_fails_fast(archive, tiny_pkg, tmp_path, capsys):
+    """Nothing listening at --ray-address: a one-line error in seconds, not Ray's minutes of retries."""
+    import socket
+    import time
+
+    from rating_edge.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    assert main(["archive", "score", str(archive), "--package", str(tiny_pkg), "--out", str(tmp_path / "o"),
+                 "--ray-address", f"127.0.0.1:{port}"]) == 2
+    assert "no Ray cluster answers" in capsys.readouterr().err and time.time() - t0 < 60
+
+
 def test_unreadable_study_is_reported_and_retried(archive, tiny_pkg, tmp_path):
     """A study that cannot be decoded is logged in errors.jsonl, gets no summary, and is tried again."""
     import shutil

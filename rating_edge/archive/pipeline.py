@@ -63,7 +63,10 @@ class RunReport:
     errors: list = field(default_factory=list)
 
     def to_json(self) -> dict:
+        import resource
+
         d = dict(self.__dict__)
+        d["driver_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         d["pairs_per_s"] = round(self.pairs / self.run_s, 3) if self.run_s > 0 else None
         d["studies_per_s"] = round(self.studies_done / self.run_s, 3) if self.run_s > 0 else None
         return d
@@ -201,12 +204,16 @@ def run_local(cfg: ArchiveConfig, progress=None) -> RunReport:
 
 # --------------------------------------------------------------------------- Ray
 def _start_ray(cfg: ArchiveConfig):
-    """Connect to --ray-address, or start a private local instance sized for this machine."""
+    """(ray, owned tmp folder | None | False): join --ray-address, or start a private local instance
+    sized for this machine; False when Ray was already initialised by the caller (not shut down)."""
     try:
         import ray
     except ImportError as e:  # pragma: no cover - install issue
         raise RatingEdgeError("archive scoring on Ray needs ray[data]: pip install 'rating-edge[archive]'") from e
+    if ray.is_initialized():  # a caller (a notebook, a Ray job) already joined a cluster: use it, leave it up
+        return ray, False
     if cfg.ray_address:
+        _probe(cfg.ray_address)
         try:
             ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -223,6 +230,24 @@ def _start_ray(cfg: ArchiveConfig):
              object_store_memory=int(cfg.object_store_mb) << 20, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False, _temp_dir=tmp)
     return ray, tmp
+
+
+def _probe(address: str) -> None:
+    """Fail in seconds when a HOST:PORT (or ray://HOST:PORT) address has nothing listening: Ray itself
+    retries for minutes before giving up."""
+    import socket
+
+    rest = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in rest:
+        return
+    host, _, port = rest.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise RatingEdgeError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+                              "`ray start --head` or leave out --ray-address for a local Ray") from None
 
 
 def run_ray(cfg: ArchiveConfig, progress=None) -> RunReport:
@@ -282,7 +307,8 @@ def run_ray(cfg: ArchiveConfig, progress=None) -> RunReport:
         report.run_s = time.perf_counter() - t1
         return report
     finally:
-        ray.shutdown()
+        if tmp is not False:
+            ray.shutdown()
         if tmp:
             import shutil
 

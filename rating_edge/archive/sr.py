@@ -45,8 +45,15 @@ def _evidence(header: dict, refs: dict, series_of: dict):
 def build_sr(info: dict, sections: list[dict], pairs: list[dict], model_hash: str, backend: str):
     """The SR dataset of one study from its summary info, section aggregates and pair rows."""
     import highdicom as hd
-    from highdicom.sr import (CodeContentItem, ComprehensiveSR, ContainerContentItem, ContentSequence,
-                              ImageContentItem, NumContentItem, TextContentItem)
+    from highdicom.sr import (
+        CodeContentItem,
+        ComprehensiveSR,
+        ContainerContentItem,
+        ContentSequence,
+        ImageContentItem,
+        NumContentItem,
+        TextContentItem,
+    )
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 

@@ -152,6 +152,10 @@ def pair_study(study_uid: str, datasets, params: PreprocessParams, profile: Prof
             out.doppler.append(prepare_doppler(pair.doppler_bgr, pair.roi_doppler, params))
             if keep_pairs:
                 out.pairs.append(pair.detached(img))
+        # the GS image held for later Doppler frames is a view of this instance's frames: copy it, so
+        # only one instance's decoded frames are alive at a time
+        pairer.detach(frames)
+        del frames
     return out
 
 

@@ -130,7 +130,7 @@ def instance(img_frames: list, *, patient: dict, study: dict, series: dict, sop_
         ds.NumberOfFrames = len(img_frames)
         ds.FrameTime = f"{frame_time_ms:.1f}"
         ds.FrameIncrementPointer = Tag("FrameTime")
-        ds.CineRate = int(round(1000.0 / frame_time_ms))
+        ds.CineRate = round(1000.0 / frame_time_ms)
     return ds
 
 
