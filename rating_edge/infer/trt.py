@@ -149,7 +149,10 @@ class TrtRunner(GraphRunner):
                                   "(on Jetson it comes with JetPack)") from None
         from rating_edge.infer.cuda_buffers import get_backend
 
-        self.cuda = get_backend(self.cuda_name, self.device)
+        try:
+            self.cuda = get_backend(self.cuda_name, self.device)
+        except RatingEdgeError as e:  # no CUDA binding / no GPU: the feed runs without AI
+            raise EngineUnavailable(str(e)) from None
         try:
             self._open(trt)
         except BaseException:
