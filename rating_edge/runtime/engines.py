@@ -12,6 +12,7 @@ import numpy as np
 
 from rating_edge.errors import PackageError, RatingEdgeError
 from rating_edge.heatmap import HEAT_TASK, normalize_heat
+from rating_edge.infer.errors import EngineUnavailable
 from rating_edge.package import Package, load_package
 from rating_edge.preprocess import check_batch
 from rating_edge.spec import parse_network_id
@@ -88,7 +89,7 @@ class OrtRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - install issue
-            raise RatingEdgeError("onnxruntime is not installed: pip install 'rating-edge[runtime]'") from e
+            raise EngineUnavailable("onnxruntime is not installed: pip install 'rating-edge[runtime]'") from e
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1

@@ -22,6 +22,8 @@ from rating_edge.errors import RatingEdgeError
 from rating_edge.preprocess import DopplerParams, check_image, colour_mask_u8, max_and_chroma
 
 DETECT_WIDTH = 480  # working width of area detection
+MIN_FRAME_SIDE = 16  # frames (and profile areas) smaller than this hold no ultrasound image to find
+PROFILE_MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -126,18 +128,27 @@ class Profile:
         if lay not in ("auto", "single", "dual"):
             raise RatingEdgeError(f"profile: layout must be auto, single or dual, not {lay!r}")
         roi = d.get("roi", "doppler_box")
-        if not (roi in ("doppler_box", "area") or (isinstance(roi, (list, tuple)) and len(roi) == 4)):
+        if not (roi in ("doppler_box", "area") or (_ints(roi, 4) and roi[2] > 0 and roi[3] > 0)):
             raise RatingEdgeError(f"profile: roi must be 'doppler_box', 'area' or [x, y, w, h]; got {roi!r}")
         areas = d.get("areas")
-        for a in areas or []:
-            if len(a) != 4 or a[2] <= 0 or a[3] <= 0:
-                raise RatingEdgeError(f"profile: area {a!r} is not [x, y, w, h] with positive size")
+        fs = d.get("frame_size")
+        if fs is not None and not (_ints(fs, 2) and fs[0] > 0 and fs[1] > 0):
+            raise RatingEdgeError(f"profile: frame_size must be [W, H] with W, H > 0 pixels; got {fs!r}")
+        if areas is not None and not isinstance(areas, list):
+            raise RatingEdgeError(f"profile: areas must be a list of [x, y, w, h]; got {areas!r}")
+        for key, boxes in (("area", areas or []), ("ui region", d.get("ui_regions") or [])):
+            for a in boxes:
+                if not (_ints(a, 4) and a[0] >= 0 and a[1] >= 0 and a[2] > 0 and a[3] > 0):
+                    raise RatingEdgeError(f"profile: {key} {a!r} is not [x, y, w, h] with x, y >= 0 and positive size")
+                if fs and (a[0] + a[2] > fs[0] or a[1] + a[3] > fs[1]):
+                    raise RatingEdgeError(f"profile: {key} {a!r} lies outside the frame_size {list(fs)}")
+        if not isinstance(d.get("ui_regions", []), list):
+            raise RatingEdgeError("profile: ui_regions must be a list of [x, y, w, h]")
         try:
-            detect = LayoutParams(**d.get("detect", {}))
+            detect = LayoutParams(**(d.get("detect") or {}))
             dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         except TypeError as e:
             raise RatingEdgeError(f"profile: unknown setting ({e})") from None
-        fs = d.get("frame_size")
         if areas and not fs:
             raise RatingEdgeError("profile: fixed areas need frame_size [W, H] (the resolution they refer to)")
         return cls(name=str(d.get("name", "profile")), frame_size=tuple(fs) if fs else None, layout=lay,
@@ -156,11 +167,21 @@ class Profile:
         return path
 
 
+def _ints(v, n: int) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == n
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v))
+
+
 def load_profile(path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise RatingEdgeError(f"profile {path} does not exist; make one with `rating-edge profile detect`")
-    text = path.read_text()
+    if path.stat().st_size > PROFILE_MAX_BYTES:
+        raise RatingEdgeError(f"profile {path}: {path.stat().st_size} bytes is not a profile (limit {PROFILE_MAX_BYTES})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise RatingEdgeError(f"profile {path}: not a text file (expected JSON or YAML)") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -173,6 +194,16 @@ def load_profile(path) -> Profile:
     if not isinstance(d, dict):
         raise RatingEdgeError(f"profile {path}: expected a mapping at the top level")
     return Profile.from_dict(d)
+
+
+def _clip_box(box, W, H, min_side: int = MIN_FRAME_SIDE):
+    """The part of `box` inside a W x H frame, or None when too little of it is (a profile made for
+    another screen must not crash the feed nor make the scorer read pixels that are not there)."""
+    x, y, w, h = box
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 - x0 < min_side or y1 - y0 < min_side:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
 
 
 def _scale_box(box, sx, sy):
@@ -234,7 +265,7 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, smal
             ax0, ax1 = x0 + cs, x0 + ce
             # rows: textured, or (dark acoustic shadows) off the screen background beside the area
             strips = [small_gray[:, max(ax0 - 4, 0):max(ax0 - 1, 0)], small_gray[:, ax1 + 1:ax1 + 4]]
-            side = np.concatenate([s_.ravel() for s_ in strips if s_.size])
+            side = np.concatenate([s_.ravel() for s_ in strips if s_.size] or [np.empty(0, small_gray.dtype)])
             bg = int(np.median(side)) if side.size else 0
             off_bg = (np.abs(small_gray[:, ax0:ax1].astype(np.int16) - bg) >= p.bg_delta).mean(axis=1)
             tex = Tf[:, ax0:ax1].mean(axis=1)
@@ -374,6 +405,10 @@ class LayoutDetector:
         return W / fs[0], H / fs[1]
 
     def detect(self, frame_bgr: np.ndarray) -> FrameLayout:
+        if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and min(frame_bgr.shape[:2]) < MIN_FRAME_SIDE:
+            # a thumbnail or a line of pixels holds no ultrasound image (and too few pixels to search)
+            self._prev = self._boxes = None
+            return FrameLayout("single", [], frozen=False, signal=True, size=(frame_bgr.shape[1], frame_bgr.shape[0]))
         img = check_image(frame_bgr, "frame")
         H, W = img.shape[:2]
         if self._prev_size != (W, H):  # resolution change: nothing from before is comparable
@@ -388,7 +423,7 @@ class LayoutDetector:
             return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
-            boxes_full = [_scale_box(a, sx, sy) for a in self.profile.areas]
+            boxes_full = [b for b in (_clip_box(_scale_box(a, sx, sy), W, H) for a in self.profile.areas) if b]
         elif self._boxes is not None and self._since < self.p.redetect_every - 1 and not self._screen_changed(gray):
             self._since += 1
             boxes_full = self._boxes

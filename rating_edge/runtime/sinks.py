@@ -65,9 +65,24 @@ class VideoFileSink(Sink):
         self.frames += 1
 
     def close(self):
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Finalise the file and check it plays back: OpenCV's writer reports no write error, so a full
+        disk would otherwise leave an unplayable file behind a clean exit."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        self.verify()
+
+    def verify(self) -> None:
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            ok = cap.isOpened() and cap.read()[0]
+        finally:
+            cap.release()
+        if not ok or n < self.frames:
+            raise RatingEdgeError(f"video {self.path} is incomplete: {n if ok else 0} of {self.frames} frames "
+                                  "can be played back (disk full or not writable?)")
 
 
 class PipeSink(Sink):

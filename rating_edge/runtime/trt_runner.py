@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rating_edge.errors import PackageError, RatingEdgeError
+from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
 from rating_edge.package import Package, sha256_file
 from rating_edge.runtime.engines import OrtRunner, Runner
 
@@ -47,7 +48,7 @@ def select_engines(package: Package, here: dict, precision: str | None = None) -
     engines = package.meta.get("engines", [])
     if not engines:
         p = precision or ("int8" if package.meta.get("precision") == "int8" else "fp16")
-        raise PackageError(f"{package.path}: no TensorRT engine in this package; {rebuild_hint(package, p)}")
+        raise EngineMismatch(f"{package.path}: no TensorRT engine in this package; {rebuild_hint(package, p)}")
     wanted = [precision] if precision else list(PRECISION_ORDER)
     reasons = []
     for prec in wanted:
@@ -62,10 +63,10 @@ def select_engines(package: Package, here: dict, precision: str | None = None) -
             return [e for e in ok if e.get("dla_core") == cores[0]]
         reasons.append((recs[0], engine_mismatch(recs[0], here)))
     if not reasons:
-        raise PackageError(f"{package.path}: no {precision} TensorRT engine; "
+        raise EngineMismatch(f"{package.path}: no {precision} TensorRT engine; "
                            f"{rebuild_hint(package, precision or 'fp16')}")
     rec, why = reasons[0]
-    raise PackageError(f"{package.path}: engine {rec['file']}: {why}; {rebuild_hint(package, rec['precision'])}")
+    raise EngineMismatch(f"{package.path}: engine {rec['file']}: {why}; {rebuild_hint(package, rec['precision'])}")
 
 
 class _EngineSession:
@@ -81,7 +82,7 @@ class _EngineSession:
         with open(path, "rb") as f:
             self.engine = runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
-            raise PackageError(f"{path}: TensorRT could not deserialize this engine (corrupt, or built for "
+            raise EngineMismatch(f"{path}: TensorRT could not deserialize this engine (corrupt, or built for "
                                "another TensorRT/GPU); rebuild it with `rating-edge build`")
         self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -204,11 +205,14 @@ class TrtRunner(Runner):
         try:
             import tensorrt as trt
         except ImportError:
-            raise RatingEdgeError("TensorRT is not installed: pip install 'rating-edge[tensorrt]' "
-                                  "(on Jetson it comes with JetPack)") from None
+            raise EngineUnavailable("TensorRT is not installed: pip install 'rating-edge[tensorrt]' "
+                                    "(on Jetson it comes with JetPack)") from None
         from rating_edge.runtime.cuda_buffers import get_backend
 
-        self.cuda = get_backend(self.cuda_name, self.device)
+        try:
+            self.cuda = get_backend(self.cuda_name, self.device)
+        except RatingEdgeError as e:  # no CUDA binding / no GPU: the feed runs without AI
+            raise EngineUnavailable(str(e)) from None
         try:
             self._open(trt)
         except BaseException:
@@ -223,7 +227,7 @@ class TrtRunner(Runner):
         for e in self.records:
             src = e.get("onnx")
             if src in arts and e.get("onnx_sha256") and arts[src]["sha256"] != e["onnx_sha256"]:
-                raise PackageError(f"{self.package.path}: engine {e['file']} was built from another version of "
+                raise EngineMismatch(f"{self.package.path}: engine {e['file']} was built from another version of "
                                    f"{src}; {rebuild_hint(self.package, e['precision'])}")
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
