@@ -357,10 +357,10 @@ class LogStage:
         self.lost = 0
         self.try_open()
 
-    def try_open(self) -> bool:
+    def try_open(self, now: bool = False) -> bool:
         if self.log is not None:
             return True
-        if time.perf_counter() < self._next_open:
+        if not now and time.perf_counter() < self._next_open:
             return False
         try:
             self.log = self._open_log()
@@ -392,8 +392,8 @@ class LogStage:
                 self.errors("log", "session log unavailable: oldest waiting rows dropped")
         self.flush()
 
-    def flush(self) -> None:
-        if not self.pending or not self.try_open():
+    def flush(self, now: bool = False) -> None:
+        if not self.pending or not self.try_open(now):
             return
         while self.pending:
             res, agg, lat = self.pending[0]
@@ -405,7 +405,7 @@ class LogStage:
             self.pending.popleft()
 
     def close(self) -> None:
-        self.flush()
+        self.flush(now=True)
         if self.pending:
             self.lost += len(self.pending)
             self.errors("log", f"{len(self.pending)} scored pairs could not be written to the session log")
@@ -500,6 +500,7 @@ class Pipeline:
         st.add("render", (t4 - t3) * 1e3)
         st.add("sinks", (t5 - t4) * 1e3)
         st.add("total", (t5 - c.frame.t_capture) * 1e3)
+        st.add("own", c.frame.capture_ms + (t5 - t0) * 1e3)  # the runtime's own work, waits excluded
         st.frames_out += 1
         return d
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from rating_edge.errors import RatingEdgeError
 
+MIN_VIDEO_SIDE = 16
+
 
 def gui_available() -> bool:
     info = cv2.getBuildInformation()
@@ -45,6 +47,7 @@ class VideoFileSink(Sink):
         self.writer = None
         self.size = None
         self.frames = 0
+        self.skipped = 0  # tiny frames before the first usable one (not in the file)
 
     def _open(self, w, h):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,11 @@ class VideoFileSink(Sink):
     def write(self, frame):
         h, w = frame.shape[:2]
         if self.writer is None:
+            if min(w, h) < MIN_VIDEO_SIDE:
+                # the file's size is set by its first frame; FFmpeg's encoders abort the whole process
+                # on a 1x1 picture, and a thumbnail-sized video would shrink every later frame to it
+                self.skipped += 1
+                return
             self._open(w, h)
         if (w, h) != self.size:  # resolution change mid-stream: keep the file's size
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)

@@ -72,6 +72,11 @@ class RunStats:
     def errors(self) -> int:
         return int(sum(self.errors_by_stage.values()))
 
+    def reset_latency(self) -> None:
+        """Forget the timings so far (a benchmark's warm-up frames)."""
+        with self._lock:
+            self.lat = {s: Reservoir() for s in self.lat}
+
     def count_error(self, stage: str, n: int = 1) -> None:
         with self._lock:
             self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + n
