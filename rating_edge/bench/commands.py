@@ -86,12 +86,6 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("ort", "--backend", help="Backend for --soak: ort or trt."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
-        from rating_edge.bench.core import machine_info, render_table, run_bench
-        from rating_edge.export.inputs import random_pairs
-        from rating_edge.model.checkpoint import read_manifest
-        from rating_edge.package import load_package
-        from rating_edge.runtime.engines import default_threads
-
         if iters < 1 or warmup < 0:
             raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
         if soak is not None:
@@ -99,10 +93,16 @@ def register(app: typer.Typer) -> None:
                 raise RatingEdgeError("--soak runs one package: rating-edge bench PKG --soak MINUTES")
             _soak(packages[0], soak, backend, runtime_size, json_out)
             return
-        if runtime is not None:
+        if runtime is not None:  # checked before the slow imports below
             _runtime_size(runtime_size)
             if runtime_frames < 1:
                 raise RatingEdgeError("--runtime-frames must be at least 1")
+        from rating_edge.bench.core import machine_info, render_table, run_bench
+        from rating_edge.export.inputs import random_pairs
+        from rating_edge.model.checkpoint import read_manifest
+        from rating_edge.package import load_package
+        from rating_edge.runtime.engines import default_threads
+
         if reference is None:
             if runtime is None:
                 raise RatingEdgeError("give --reference CKPT (the naive baseline) and packages, and/or --runtime SOURCE")
