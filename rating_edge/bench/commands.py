@@ -180,13 +180,15 @@ def _soak(package, minutes: float, backend: str, size: str, json_out) -> None:
                                                    f"threads {s['threads']}, frames {s['frames_out']}, "
                                                    f"pairs {s['pairs_scored']}, queues {s['queues']}"))
     t = Table(title=f"soak {minutes:g} min, {res['fps_out']} fps out, RSS growth after warm-up {res['rss_growth_pct']} %")
-    for col in ("", "RSS MB", "open files", "threads", "frames out", "pairs scored", "queues"):
+    queues = list(res["end"]["queues"])
+    for col in ("", "RSS MB", "fds", "threads", "frames", "pairs", "queues"):
         t.add_column(col)
     for k in ("before_warmup", "start", "end"):
         s = res[k]
         t.add_row(k, str(s["rss_mb"]), str(s["open_files"]), str(s["threads"]), str(s["frames_out"]),
-                  str(s["pairs_scored"]), " ".join(f"{q}={v}" for q, v in s["queues"].items()))
+                  str(s["pairs_scored"]), "/".join(str(s["queues"][q]) for q in queues))
     console.print(t)
+    console.print(f"queues: {'/'.join(queues)}")
     errs = {k: v for k, v in res["run_report"]["errors_by_stage"].items() if v}
     console.print(f"errors by stage: {errs or 'none'}")
     _finish({"soak": res}, json_out)

@@ -44,6 +44,7 @@ class Source:
     """A frame source: `open()`, `read() -> (bgr or None, meta)`, `close()`; None means end/lost."""
 
     live = False  # live sources drop frames and reconnect; recordings end
+    can_stall = False  # a signal that can stop arriving (devices, streams): watched by --stall-timeout
     name = "source"
 
     def __init__(self):
@@ -68,7 +69,7 @@ class OpenCVSource(Source):
     def __init__(self, target, live: bool, api: int = cv2.CAP_ANY, name: str | None = None):
         super().__init__()
         self.target = target
-        self.live = live
+        self.live = self.can_stall = live
         self.api = api
         self.name = name or str(target)
         self.cap = None

@@ -59,6 +59,7 @@ class ResizedSource(Source):
     def __init__(self, src: Source, size):
         super().__init__()
         self.src, self.size, self.live, self.name = src, (int(size[0]), int(size[1])), src.live, src.name
+        self.can_stall = src.can_stall
 
     def open(self):
         self.src.open()

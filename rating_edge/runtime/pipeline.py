@@ -139,7 +139,7 @@ class CaptureStage:
         self._note_unreadable()
         now = time.perf_counter()
         if fr is None:
-            if (self.source.live and self.last_size is not None and self.stall_timeout
+            if (self.source.can_stall and self.last_size is not None and self.stall_timeout
                     and now - self.last_t >= self.stall_timeout):
                 if not self._stalled:
                     self.stalls += 1
@@ -536,7 +536,8 @@ class Pipeline:
         self.stats.frames_dropped = th.dropped
         self.stats.pairs_dropped = self.scoring.dropped
         extra = {"reconnects": th.reconnects, "stalls": self.capture.stalls,
-                 "broken_sinks": sorted(self.sinks.broken)}
+                 "broken_sinks": sorted(self.sinks.broken),
+                 "error_kinds": [f"{stage}: {msg}" for stage, msg in self.errors.messages]}
         if self.sinks.log is not None:
             extra["log_rows_lost"] = self.sinks.log.lost
         if self.stop_reason:
