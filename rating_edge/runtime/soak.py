@@ -53,8 +53,12 @@ def soak(package: str, minutes: float, backend: str = "ort", fps: int = 30, size
     # the heap grows to the loop's working set and stays there (memory.py keeps freed blocks for reuse),
     # and ONNX Runtime's arena fills with the first pairs: two minutes of a 10-minute run, measured
     warmup_s = min(max(60.0, total_s * 0.2), total_s / 2) if warmup_s is None else warmup_s
+    import tempfile
+
     proc = _process()
     src = f"phantom://?seed=3&fps={fps}&size={size}&layout=single"
+    tmp = tempfile.TemporaryDirectory(prefix="rating-edge-soak-")
+    log_path = log_path or os.path.join(tmp.name, "session.db")  # a real session logs every pair
     cfg = RunConfig(source=src, package=str(package), backend=backend, log=log_path).validate()
     keep_freed_memory()
     stats = RunStats()
@@ -82,6 +86,8 @@ def soak(package: str, minutes: float, backend: str = "ort", fps: int = 30, size
             samples.append(sample(pipe, proc))
             extra = pipe.close()
     wall = time.perf_counter() - t0
+    log_bytes = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    tmp.cleanup()
     start, end = (samples[0], samples[-1]) if len(samples) > 1 else (first[0], samples[-1])
     report = stats.report({"source": src, "model": pipe.model_id, **extra})
     return {"package": str(package), "minutes": minutes, "wall_s": round(wall, 1), "warmup_s": warmup_s,
@@ -91,4 +97,4 @@ def soak(package: str, minutes: float, backend: str = "ort", fps: int = 30, size
             "rss_growth_pct_per_minute_after_warmup": [
                 round((b["rss_mb"] - a["rss_mb"]) / a["rss_mb"] * 100, 3) for a, b in zip(samples, samples[1:])],
             "open_files_growth": end["open_files"] - start["open_files"],
-            "threads_growth": end["threads"] - start["threads"], "run_report": report}
+            "threads_growth": end["threads"] - start["threads"], "log_bytes": log_bytes, "run_report": report}
