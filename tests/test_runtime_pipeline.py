@@ -296,3 +296,19 @@ def test_threads_end_with_the_run(phantom_frames):
     before = threading.active_count()
     run(RunConfig(source="frames", pace=False), runner=FakeRunner(), source=FramesSource(list(phantom_frames[:10])))
     assert threading.active_count() == before
+
+
+def test_soak_reports_resources_and_queues_at_start_and_end(tmp_path):
+    pytest.importorskip("psutil")
+    from rating_edge.runtime.soak import soak
+    from test_runtime_fixtures import make_onnx_package
+
+    pkg = make_onnx_package(tmp_path / "pkg")
+    before = threading.active_count()
+    r = soak(str(pkg), 0.1, size="640x360", warmup_s=1.0)
+    for k in ("start", "end"):
+        assert {"rss_mb", "open_files", "threads", "queues"} <= set(r[k])
+        assert {"capture_slot", "worker_slot", "worker_results", "log_pending"} <= set(r[k]["queues"])
+    assert r["end"]["frames_out"] > r["start"]["frames_out"] > 0 and r["log_bytes"] > 0
+    assert r["run_report"]["stopped_by"] == "soak finished" and r["run_report"]["errors"] == 0
+    assert threading.active_count() == before
