@@ -12,7 +12,6 @@ import pytest
 from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
 from rating_edge.runtime import app as app_mod
-from rating_edge.runtime import pipeline as pl
 from rating_edge.runtime.app import RunConfig, run
 from rating_edge.runtime.capture import FramesSource, as_bgr8
 from rating_edge.runtime.layout import LayoutDetector, Profile, load_profile

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rating_edge.errors import PackageError, RatingEdgeError
+from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
 from rating_edge.package import Package, sha256_file
 from rating_edge.runtime.engines import OrtRunner, Runner
