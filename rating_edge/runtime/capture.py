@@ -480,7 +480,7 @@ class CaptureThread(threading.Thread):
                     try:
                         src.close()
                         src.open()
-                    except RatingEdgeError:
+                    except Exception:  # noqa: BLE001 - not back yet (cv2.error, OSError too): try again later
                         pass
                     continue
                 backoff = 0.25
