@@ -311,3 +311,19 @@ def test_soak_reports_resources_and_queues_at_start_and_end(tmp_path):
     assert r["end"]["frames_out"] > r["start"]["frames_out"] > 0 and r["log_bytes"] > 0
     assert r["run_report"]["stopped_by"] == "soak finished" and r["run_report"]["errors"] == 0
     assert threading.active_count() == before
+
+
+def test_live_source_whose_read_raises_reconnects_and_is_counted(phantom_frames, capsys):
+    class Flaky(FramesSource):
+        live = True
+
+        def read(self):
+            if self.i in (5, 6):
+                self.i += 1
+                raise OSError("capture card unplugged")
+            return super().read()
+
+    r = run(RunConfig(source="flaky", pace=False, max_frames=20), runner=FakeRunner(),
+            source=Flaky(list(phantom_frames[:20])))
+    assert r["errors_by_stage"]["capture"] == 2 and r["reconnects"] == 2  # the feed went on after each
+    assert r["frames_in"] >= 12 and capsys.readouterr().err.count("capture card unplugged") == 1

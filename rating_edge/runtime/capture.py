@@ -436,6 +436,7 @@ class CaptureThread(threading.Thread):
         self.stop_event = threading.Event()
         self.frames_in = 0
         self.reconnects = 0
+        self.read_errors: list = []  # live sources: reads that raised (reported and counted by the run loop)
         self.error: Exception | None = None
 
     @property
@@ -464,7 +465,13 @@ class CaptureThread(threading.Thread):
                     if wait > 0:
                         self.stop_event.wait(wait)
                 a = time.perf_counter()
-                img, meta = src.read()
+                try:
+                    img, meta = src.read()
+                except Exception as e:  # noqa: BLE001 - a live feed treats a failed read as lost signal
+                    if not src.live:
+                        raise
+                    self.read_errors.append(e)
+                    img, meta = None, None
                 b = time.perf_counter()
                 if img is None:
                     if not src.live or (meta or {}).get("end"):

@@ -120,6 +120,7 @@ class CaptureStage:
         self.last_size = None
         self.last_t = None
         self._unreadable = 0
+        self._read_errors = 0
         self.stalls = 0
         self._stalled = False
 
@@ -132,6 +133,10 @@ class CaptureStage:
         while bad is not None and self._unreadable < len(bad):
             self.errors("frame", f"unreadable image in {self.source.name}: {bad[self._unreadable]} (skipped)")
             self._unreadable += 1
+        raised = self.thread.read_errors
+        while self._read_errors < len(raised):
+            self.errors("capture", f"{self.source.name}: read failed, reconnecting: {describe(raised[self._read_errors])}")
+            self._read_errors += 1
 
     def next(self) -> Captured | None:
         """The next frame, None when nothing is due yet; raises EOFError when the source has ended."""
