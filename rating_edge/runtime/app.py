@@ -255,7 +255,6 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None, source: Source 
         if on_frame is not None:
             def hook(c, d, p):
                 on_frame(c.frame, d.aggregated.scored.paired.understood.layout, p.overlay.state, d.image)
-        extra = {}
         try:
             pipe.run(on_frame=hook)
         finally:

@@ -263,6 +263,10 @@ class ScoringStage:
             self.worker.close()
         if self.scorer is not None:
             self.scorer.close()
+            if self.worker is None or not self.worker.is_alive():  # never under a running inference
+                deactivate = getattr(self.scorer.runner, "deactivate", None)
+                if deactivate is not None:
+                    deactivate()
 
 
 class AggregationStage:
@@ -531,11 +535,12 @@ class Pipeline:
 
     def close(self) -> dict:
         """Stop every stage (each failure counted, none skipping the others); the counters for the report."""
-        for step in (self.capture.close, self.scoring.close, self.sinks.close):
+        for stage, close in (("capture", self.capture.close), ("inference", self.scoring.close),
+                             ("sinks", self.sinks.close)):
             try:
-                step()
-            except Exception as e:  # noqa: BLE001
-                self.errors("sinks" if step == self.sinks.close else "capture", describe(e))
+                close()
+            except Exception as e:  # noqa: BLE001 - each part is closed whatever the others do
+                self.errors(stage, f"closing: {describe(e)}")
         th = self.capture.thread
         self.stats.frames_in = th.frames_in
         self.stats.frames_dropped = th.dropped
