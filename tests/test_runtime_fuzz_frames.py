@@ -69,7 +69,7 @@ profiles = st.fixed_dictionaries({}, optional={
     "name": json_values})
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(profiles)
 def test_fuzzed_profiles_are_refused_in_one_line_or_never_crash_detection(d):
     from rating_edge.errors import RatingEdgeError

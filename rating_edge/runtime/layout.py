@@ -11,6 +11,7 @@ Detection works on downsampled copies so a 1920x1080 frame costs a few milliseco
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,24 +137,34 @@ class Profile:
             raise RatingEdgeError(f"profile: frame_size must be [W, H] with W, H > 0 pixels; got {fs!r}")
         if areas is not None and not isinstance(areas, list):
             raise RatingEdgeError(f"profile: areas must be a list of [x, y, w, h]; got {areas!r}")
+        if not isinstance(d.get("ui_regions") or [], list):
+            raise RatingEdgeError("profile: ui_regions must be a list of [x, y, w, h]")
         for key, boxes in (("area", areas or []), ("ui region", d.get("ui_regions") or [])):
             for a in boxes:
                 if not (_ints(a, 4) and a[0] >= 0 and a[1] >= 0 and a[2] > 0 and a[3] > 0):
                     raise RatingEdgeError(f"profile: {key} {a!r} is not [x, y, w, h] with x, y >= 0 and positive size")
                 if fs and (a[0] + a[2] > fs[0] or a[1] + a[3] > fs[1]):
                     raise RatingEdgeError(f"profile: {key} {a!r} lies outside the frame_size {list(fs)}")
-        if not isinstance(d.get("ui_regions", []), list):
-            raise RatingEdgeError("profile: ui_regions must be a list of [x, y, w, h]")
-        try:
-            detect = LayoutParams(**(d.get("detect") or {}))
-            dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
-        except TypeError as e:
-            raise RatingEdgeError(f"profile: unknown setting ({e})") from None
+        for key, cls_ in (("detect", LayoutParams), ("doppler", DopplerParams)):
+            sub = d.get(key) or {}
+            if not isinstance(sub, dict):
+                raise RatingEdgeError(f"profile: {key} must be a mapping of settings; got {type(sub).__name__}")
+            known = {f.name for f in dataclasses.fields(cls_)}
+            unknown = sorted(repr(k) for k in sub if k not in known)
+            if unknown:
+                raise RatingEdgeError(f"profile: unknown {key} setting(s) {', '.join(unknown)} "
+                                      f"(known: {', '.join(sorted(known))})")
+            bad = sorted(k for k, v in sub.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+                         or not np.isfinite(v))
+            if bad:
+                raise RatingEdgeError(f"profile: {key}.{bad[0]} must be a finite number; got {sub[bad[0]]!r}")
+        detect = LayoutParams(**(d.get("detect") or {}))
+        dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         if areas and not fs:
             raise RatingEdgeError("profile: fixed areas need frame_size [W, H] (the resolution they refer to)")
         return cls(name=str(d.get("name", "profile")), frame_size=tuple(fs) if fs else None, layout=lay,
                    areas=[tuple(a) for a in areas] if areas else None,
-                   ui_regions=[tuple(r) for r in d.get("ui_regions", [])], roi=roi, detect=detect, doppler=dop)
+                   ui_regions=[tuple(r) for r in d.get("ui_regions") or []], roi=roi, detect=detect, doppler=dop)
 
     def save(self, path) -> Path:
         path = Path(path)
