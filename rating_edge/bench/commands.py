@@ -79,17 +79,30 @@ def register(app: typer.Typer) -> None:
         runtime: str = typer.Option(None, "--runtime", help="Also measure the runtime's own cost per frame (engine "
                                     "excluded) on this source, e.g. 'phantom://?seed=0&fps=30' or a video file."),
         runtime_frames: int = typer.Option(300, help="Frames for --runtime."),
-        runtime_size: str = typer.Option("1920x1080", help="Frame size WxH for --runtime."),
+        runtime_size: str = typer.Option("1920x1080", help="Frame size WxH for --runtime (and --soak)."),
+        soak: float = typer.Option(None, "--soak", help="Soak test instead: MINUTES of the live phantom at 30 "
+                                   "fps through the run pipeline with the package given; RSS, open files, "
+                                   "threads and queue sizes at the start (after warm-up) and the end."),
+        backend: str = typer.Option("ort", "--backend", help="Backend for --soak: ort or trt."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
+        if iters < 1 or warmup < 0:
+            raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
+        if soak is not None:
+            if len(packages or []) != 1:
+                raise RatingEdgeError("--soak runs one package: rating-edge bench PKG --soak MINUTES")
+            _soak(packages[0], soak, backend, runtime_size, json_out)
+            return
+        if runtime is not None:  # checked before the slow imports below
+            _runtime_size(runtime_size)
+            if runtime_frames < 1:
+                raise RatingEdgeError("--runtime-frames must be at least 1")
         from rating_edge.bench.core import machine_info, render_table, run_bench
         from rating_edge.export.inputs import random_pairs
         from rating_edge.model.checkpoint import read_manifest
         from rating_edge.package import load_package
         from rating_edge.threads import inference_threads
 
-        if iters < 1 or warmup < 0:
-            raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
         if reference is None:
             if runtime is None:
                 raise RatingEdgeError("give --reference CKPT (the naive baseline) and packages, and/or --runtime SOURCE")
@@ -123,10 +136,7 @@ def _runtime_overhead(source: str, frames: int, size: str, input_size: int = 224
 
     from rating_edge.runtime.overhead import measure_runtime_overhead
 
-    try:
-        w, h = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise RatingEdgeError(f"--runtime-size {size!r}: expected WxH, e.g. 1920x1080") from None
+    w, h = _runtime_size(size)
     if frames < 1:
         raise RatingEdgeError("--runtime-frames must be at least 1")
     console.print(f"bench runtime: {frames} frames of {w}x{h} from {source} (engine excluded)")
@@ -139,6 +149,49 @@ def _runtime_overhead(source: str, frames: int, size: str, input_size: int = 224
         t.add_row(stage, *("-" if pc[k] is None else f"{pc[k]:.2f}" for k in ("p50", "p95", "p99")))
     console.print(t)
     return res
+
+
+def _runtime_size(size: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise RatingEdgeError(f"--runtime-size {size!r}: expected WxH, e.g. 1920x1080") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise RatingEdgeError(f"--runtime-size {size!r}: width and height must be 16..8192 pixels")
+    return w, h
+
+
+def _soak(package, minutes: float, backend: str, size: str, json_out) -> None:
+    """The soak benchmark: table of start/end resources and the JSON with every minute's sample."""
+    import math
+
+    from rich.table import Table
+
+    from rating_edge.runtime.soak import soak
+
+    if minutes is None or math.isnan(minutes) or not 0 < minutes <= 7 * 24 * 60:
+        raise RatingEdgeError(f"--soak {minutes}: give the minutes to run (> 0)")
+    if backend not in ("ort", "trt"):
+        raise RatingEdgeError(f"--backend {backend!r}: choose one of ort, trt")
+    w, h = _runtime_size(size)
+    console.print(f"bench soak: {minutes:g} min of phantom://?fps=30&size={w}x{h} through the run pipeline with {package}")
+    res = soak(str(package), minutes, backend=backend, size=f"{w}x{h}",
+               progress=lambda s, t: console.print(f"  {t / 60:5.1f} min: RSS {s['rss_mb']} MB, fds {s['open_files']}, "
+                                                   f"threads {s['threads']}, frames {s['frames_out']}, "
+                                                   f"pairs {s['pairs_scored']}, queues {s['queues']}"))
+    t = Table(title=f"soak {minutes:g} min, {res['fps_out']} fps out, RSS growth after warm-up {res['rss_growth_pct']} %")
+    queues = list(res["end"]["queues"])
+    for col in ("", "RSS MB", "fds", "threads", "frames", "pairs", "queues"):
+        t.add_column(col)
+    for k in ("before_warmup", "start", "end"):
+        s = res[k]
+        t.add_row(k, str(s["rss_mb"]), str(s["open_files"]), str(s["threads"]), str(s["frames_out"]),
+                  str(s["pairs_scored"]), "/".join(str(s["queues"][q]) for q in queues))
+    console.print(t)
+    console.print(f"queues: {'/'.join(queues)}")
+    errs = {k: v for k, v in res["run_report"]["errors_by_stage"].items() if v}
+    console.print(f"errors by stage: {errs or 'none'}")
+    _finish({"soak": res}, json_out)
 
 
 def _finish(report: dict, json_out) -> None:

@@ -1,29 +1,38 @@
-"""The run loop: capture -> layout/mode -> pairing -> (worker) scoring -> overlay -> sinks, plus log and report.
+"""`rating-edge run`: the run configuration, the one place the pipeline's stages are composed
+(`build_pipeline`, used by `run`, `bench --runtime` and `bench --soak`), and a clean stop on signals.
 
-The loop is driven by frames, not by results: every captured frame is understood, drawn and written
-whatever the engine is doing, so the feed never stalls (docs/design/runtime.md). Results arrive from the worker
-and are shown with their age until the next one, for the current section only.
+The stages themselves are in pipeline.py. Fail-open is decided by the type of an error, never its
+text: an engine built elsewhere (`EngineMismatch`) or a tampered package stops the run at start with
+the fix; any other engine failure (`EngineUnavailable` included) runs the feed with "AI unavailable".
+SIGTERM (`timeout`, `kill`, `docker stop`, systemd), SIGINT and SIGHUP end the loop: the video file
+is finalised, the log closed and the report written, as at the end of a recording.
 """
 from __future__ import annotations
 
-import sys
-import time
+import math
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from rating_edge.errors import RatingEdgeError
+from rating_edge.infer.errors import EngineMismatch
 from rating_edge.runtime.aggregate import TemporalAggregator
-from rating_edge.runtime.capture import CaptureThread, open_source
-from rating_edge.runtime.layout import FrameLayout, LayoutDetector, Profile, load_profile
+from rating_edge.runtime.capture import Source, open_source
+from rating_edge.runtime.layout import LayoutDetector, Profile, load_profile
 from rating_edge.runtime.memory import keep_freed_memory
-from rating_edge.runtime.overlay import OverlayState, render
+from rating_edge.runtime.overlay import OverlayState
 from rating_edge.runtime.pairing import MIN_SIMILARITY, Pairer
+from rating_edge.runtime.pipeline import (AggregationStage, CaptureStage, ErrorReport, LayoutStage, LogStage,
+                                          OverlayStage, PairingStage, Pipeline, ScoringStage, SinksStage, describe)
 from rating_edge.runtime.session_log import SessionLog
 from rating_edge.runtime.sinks import PipeSink, SnapshotSink, VideoFileSink, WindowSink
-from rating_edge.runtime.stats import RunStats
-from rating_edge.runtime.worker import InferenceWorker, Scorer
+from rating_edge.runtime.stats import RunStats, write_report
+from rating_edge.runtime.worker import Scorer
+
+BACKENDS = ("ort", "trt")
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 
 
 @dataclass
@@ -46,29 +55,43 @@ class RunConfig:
     every_pair: bool = False  # score every pair inline (offline analysis) instead of latest-pair-wins
     max_pair_age_s: float = 3.0
     min_similarity: float = MIN_SIMILARITY
+    stall_timeout_s: float = 2.0  # a live source without a new frame this long: NO SIGNAL and reconnect
     quiet: bool = True
 
+    def validate(self) -> "RunConfig":
+        """One-line errors for values that would otherwise run wrongly or fail late (after a whole run)."""
+        def finite(name, v, lo, hi=math.inf, lo_open=False):
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise RatingEdgeError(f"{name} {v!r}: expected a number") from None
+            if math.isnan(x) or x > hi or x < lo or (lo_open and x == lo):
+                rng = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi != math.inf else "")
+                raise RatingEdgeError(f"{name} {v!r}: must be a number {rng}")
 
-class ErrorOnce:
-    """Report each kind of failure once (stderr + session log), never per frame."""
+        if self.backend not in BACKENDS:
+            raise RatingEdgeError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.max_frames is not None and (isinstance(self.max_frames, bool) or int(self.max_frames) < 1):
+            raise RatingEdgeError(f"--max-frames {self.max_frames}: must be at least 1")
+        if int(self.snapshot_every) < 0:
+            raise RatingEdgeError(f"--snapshot-every {self.snapshot_every}: must be 0 (off) or a positive N")
+        finite("--max-pair-age", self.max_pair_age_s, 0.0, 3600.0, lo_open=True)
+        finite("--min-similarity", self.min_similarity, -1.0, 1.0)
+        finite("--stall-timeout", self.stall_timeout_s, 0.0, 3600.0, lo_open=True)
+        for opt, v in (("--log", self.log), ("--report", self.report), ("--out", self.out)):
+            if v and Path(v).is_dir():
+                raise RatingEdgeError(f"{opt} {v} is a folder; give a file path inside it")
+        if self.out and Path(self.out).suffix.lower() not in (".mp4", ".avi", ".mkv"):
+            raise RatingEdgeError(f"--out {self.out}: use a .mp4, .avi or .mkv file name")
+        if self.snapshots and Path(self.snapshots).is_file():
+            raise RatingEdgeError(f"--snapshots {self.snapshots} is a file; give a folder")
+        return self
 
-    def __init__(self, log: SessionLog | None):
-        self.log = log
-        self.seen = set()
 
-    def __call__(self, kind: str, message: str):
-        key = (kind, message.split(":")[0])
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        print(f"rating-edge run: {kind}: {message}", file=sys.stderr)
-        if self.log is not None:
-            self.log.event(kind, message)
-
-
-def _open_runner(cfg: RunConfig, runner, report_error):
-    """(scorer, model id, package hash, banner). A tampered package raises; an engine that cannot start
-    fails open: the feed runs with an "AI unavailable" banner."""
+def open_engine(cfg: RunConfig, runner, errors: ErrorReport):
+    """(scorer or None, model id, package hash, banner). A tampered package or an engine that must be
+    rebuilt here raises (EngineMismatch: only the user can fix it); any other failure to start the
+    engine fails open: the feed runs with an "AI unavailable" banner and the error is counted."""
     if runner is None:
         if not cfg.package:
             return None, "", "", "AI unavailable: no model package (--package)"
@@ -79,13 +102,19 @@ def _open_runner(cfg: RunConfig, runner, report_error):
         try:
             runner = make_runner(pkg, backend=cfg.backend, variant=cfg.variant)
             runner.activate()
-        except RatingEdgeError as e:
-            if "TensorRT" in str(e) or "rebuild" in str(e):
-                raise
-            report_error("engine", str(e))
+        except EngineMismatch:
+            raise
+        except Exception as e:  # noqa: BLE001 - EngineUnavailable and anything else: the feed goes on
+            errors("engine", describe(e))
             return None, "", pkg.model_hash, "AI unavailable: engine failed to start"
     else:
-        runner.activate()
+        try:
+            runner.activate()
+        except EngineMismatch:
+            raise
+        except Exception as e:  # noqa: BLE001
+            errors("engine", describe(e))
+            return None, "", "", "AI unavailable: engine failed to start"
     pkg = getattr(runner, "package", None)
     mh = pkg.model_hash if pkg is not None else ""
     return Scorer(runner), mh, mh, None
@@ -113,173 +142,127 @@ def handle_key(k: int, state: OverlayState, window, snap: SnapshotSink | None) -
     return False, snap
 
 
-def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
-    """Run a session; returns the report dict (also written to cfg.report). `runner` injects an engine,
-    `window` a window sink (anything with write, key, roi, close: tests drive keys and mouse with it)."""
-    keep_freed_memory()
+def build_pipeline(cfg: RunConfig, runner=None, window=None, source: Source | None = None,
+                   stats: RunStats | None = None, quiet: bool = False) -> Pipeline:
+    """The one composition of the stages. `runner` injects an engine (tests, the benchmarks' fixed
+    outputs), `window` a window sink, `source` an already built Source. Everything opened here is
+    closed again if a later part cannot be opened."""
+    stats = stats or RunStats()
+    errors = ErrorReport(stats, quiet=quiet)
     profile = load_profile(cfg.profile) if cfg.profile else Profile()
-    log = None
-    stats = RunStats()
-    src = open_source(cfg.source).open()
-    errors = ErrorOnce(None)
-    sinks = []
-    worker = None
-    cap = None
-    scorer = None
+    opened = []
     try:
-        scorer, model_id, pkg_hash, banner = _open_runner(cfg, runner, errors)
-        if cfg.log:
-            log = SessionLog(cfg.log, source=str(cfg.source), package=str(cfg.package or ""), package_hash=pkg_hash,
-                             backend=cfg.backend)
-            errors.log = log
-            if banner:
-                log.event("engine", banner)
+        scorer, model_id, pkg_hash, banner = open_engine(cfg, runner, errors)
+        if scorer is not None:
+            opened.append(scorer.runner.deactivate)
+        src = source or open_source(cfg.source)
+        src.stall_timeout_s = cfg.stall_timeout_s
+        src.open()
+        opened.append(src.close)
         doppler_params = scorer.params.doppler if scorer is not None else None
         detector = LayoutDetector(profile, doppler_params, fractions=False)
         pairer = Pairer(cfg.max_pair_age_s, cfg.min_similarity, profile.roi, doppler_params)
-        agg = TemporalAggregator()
-        if cfg.out:
-            sinks.append(VideoFileSink(cfg.out, src.fps))
-        if cfg.pipe:
-            sinks.append(PipeSink(cfg.pipe, src.fps))
-        snap = SnapshotSink(cfg.snapshots, cfg.snapshot_every) if cfg.snapshots else None
+        log = None
+        if cfg.log:
+            log = LogStage(lambda: SessionLog(cfg.log, source=str(cfg.source), package=str(cfg.package or ""),
+                                              package_hash=pkg_hash, backend=cfg.backend, busy_ms=20),
+                           errors, stats)
+            if banner:
+                errors("engine", banner, count=False)
+        sinks = []
+        try:
+            if cfg.out:
+                sinks.append(VideoFileSink(cfg.out, src.fps))
+            if cfg.pipe:
+                sinks.append(PipeSink(cfg.pipe, src.fps))
+            snap = SnapshotSink(cfg.snapshots, cfg.snapshot_every) if cfg.snapshots else None
+        except OSError as e:
+            raise RatingEdgeError(f"cannot create an output: {e}") from None
         if snap:
             sinks.append(snap)
         if window is None and cfg.display:
             window = WindowSink(fullscreen=cfg.fullscreen)
         if window is not None:
             sinks.append(window)
-        if scorer is not None and not cfg.every_pair:
-            worker = InferenceWorker(scorer)
-            worker.start()
         state = OverlayState(model_id=model_id, banner=banner)
-        cap = CaptureThread(src, pace=cfg.pace, max_frames=cfg.max_frames)
-        cap.start()
-        last_size = None
-        buf = None
-        fps_t = None
-        broken_sinks = set()
+        sink_stage = SinksStage(sinks, log, errors)
+        on_key = None
+        if window is not None:
+            holder = {"snap": snap}
 
-        def handle(res):
-            if not res.ok:
-                stats.errors += 1
-                errors("inference", res.error)
-                state.banner = "AI unavailable"
-                return
-            state.banner = banner
-            stats.pairs_scored += 1
-            for k, v in res.timings.items():
-                stats.add(k, v)
-            a = agg.add(res.pair.section, res.pair.t, res.scores["sh_models"], res.scores["vs_models"],
-                        (res.scores["sh"], res.scores["vs"]))
-            res.aggregate = a
-            if log is not None:
-                lat = dict(res.timings)
-                lat["pair_total"] = (res.t_done - res.pair.t_capture) * 1e3
-                log.log_pair(res.pair, res.scores, a, lat, res.sh_prob, res.vs_prob)
-            if not state.frozen_overlay:
-                state.result, state.aggregate = res, a
+            def on_key():
+                had = holder["snap"]
+                stop, holder["snap"] = handle_key(window.key(), state, window, had)
+                if holder["snap"] is not had:  # the first `s` without --snapshots: written from the next frame on
+                    sink_stage.sinks.insert(0, holder["snap"])
+                return stop
 
-        while True:
+        return Pipeline(
+            CaptureStage(src, errors, stats, pace=cfg.pace, max_frames=cfg.max_frames, stall_timeout=cfg.stall_timeout_s),
+            LayoutStage(detector, errors), PairingStage(pairer, errors), ScoringStage(scorer, inline=cfg.every_pair),
+            AggregationStage(TemporalAggregator(), errors, stats),
+            OverlayStage(state, banner, pairer, errors, stats, window), sink_stage, stats, errors, model_id, on_key)
+    except BaseException:
+        for close in reversed(opened):
             try:
-                fr = cap.slot.get(timeout=0.5)
-            except EOFError:
-                break
-            if fr is None:
-                continue
-            if fr.bgr is None:
-                if last_size is None:
-                    continue
-                img = np.zeros((last_size[1], last_size[0], 3), np.uint8)
-                lo = FrameLayout("single", [], signal=False, size=last_size)
-                pair, status = None, "NO SIGNAL: reconnecting"
-                detector.reset()
-            else:
-                img = fr.bgr
-                last_size = (img.shape[1], img.shape[0])
-                try:
-                    lo = detector.detect(img)
-                    pair, status = pairer.update(fr.index, fr.t, img, lo, fr.t_capture)
-                except Exception as e:  # noqa: BLE001 - a bad frame must not stop the feed
-                    errors("frame", f"{type(e).__name__}: {e}")
-                    lo, pair, status = None, None, "frame not understood"
-            stats.count_mode(lo.mode if lo is not None else "gs")
-            stats.add("capture", fr.capture_ms)
-            # the overlay is drawn on `img` itself: what outlives this frame gets its own pixels first
-            pairer.detach(img)
-            if pair is not None and scorer is not None:
-                if worker is None:
-                    handle(scorer.score(pair))
-                else:
-                    worker.submit(pair.detached(img))
-            if worker is not None:
-                for res in worker.take():
-                    handle(res)
-            now = time.perf_counter()
-            res = state.result
-            if res is not None and not state.frozen_overlay and res.pair.section != pairer.section:
-                state.result, state.aggregate = None, None  # the probe moved: old scores are not this section's
-                res = None
-            state.status = status
-            state.result_age_s = None if res is None else max(0.0, now - res.t_done)
-            state.latency_ms = None if res is None else (res.t_done - res.pair.t_capture) * 1e3
-            if fps_t is not None:
-                dt = now - fps_t
-                state.fps = 0.9 * state.fps + 0.1 * (1.0 / dt) if state.fps and dt > 0 else (1.0 / dt if dt > 0 else 0)
-            fps_t = now
-            t_r = time.perf_counter()
-            if window is not None and window.roi is not None:
-                state.roi_override = window.roi
-            buf = render(img, lo, state, in_place=True)
-            stats.add("render", (time.perf_counter() - t_r) * 1e3)
-            for s in sinks:
-                if s.name in broken_sinks:
-                    continue
-                try:
-                    s.write(buf)
-                except Exception as e:  # noqa: BLE001 - a failed sink must not stop the others
-                    broken_sinks.add(s.name)
-                    errors("sink", f"{s.name}: {e}")
-            stats.frames_out += 1
-            stats.add("total", (time.perf_counter() - fr.t_capture) * 1e3)
-            if on_frame is not None:
-                on_frame(fr, lo, state, buf)
-            if window is not None:
-                had = snap
-                stop, snap = handle_key(window.key(), state, window, snap)
-                if snap is not had:  # the first `s` without --snapshots: written from the next frame on
-                    sinks.insert(0, snap)
-                if stop:
-                    break
-        if cap.error is not None:
-            errors("capture", f"{type(cap.error).__name__}: {cap.error}")
-        if worker is not None:  # the last submitted pair still counts
-            end = time.perf_counter() + 30
-            while not worker.idle() and time.perf_counter() < end:
-                time.sleep(0.01)
-            for res in worker.take():
-                handle(res)
-    finally:
-        if cap is not None:
-            cap.stop()
-            cap.join(5)
-        if worker is not None:
-            stats.pairs_dropped = worker.dropped
-            worker.close()
-        if scorer is not None:
-            scorer.close()
-        src.close()
-        for s in sinks:
-            try:
-                s.close()
+                close()
             except Exception:  # noqa: BLE001
                 pass
-        if log is not None:
-            log.close()
-    stats.frames_in = cap.frames_in if cap is not None else 0
-    stats.frames_dropped = cap.dropped if cap is not None else 0
-    report = stats.report({"source": str(cfg.source), "model": model_id, "reconnects": cap.reconnects})
-    if cfg.report:
-        Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
-        stats.write(cfg.report, {"source": str(cfg.source), "model": model_id, "reconnects": cap.reconnects})
+        raise
+
+
+class _StopOnSignal:
+    """SIGTERM/SIGINT/SIGHUP ask the pipeline to stop after the current frame (handlers only exist in
+    the main thread; elsewhere, e.g. a test's worker thread, the default handling stays)."""
+
+    def __init__(self):
+        self.pipeline = None
+        self.reason = None
+
+    def __call__(self, signum, _frame):
+        self.reason = self.reason or signal.Signals(signum).name
+        if self.pipeline is not None:
+            self.pipeline.request_stop(self.reason)
+
+
+@contextmanager
+def stop_signals():
+    h = _StopOnSignal()
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            old[s] = signal.signal(s, h)
+    try:
+        yield h
+    finally:
+        for s, o in old.items():
+            signal.signal(s, o)
+
+
+def run(cfg: RunConfig, runner=None, on_frame=None, window=None, source: Source | None = None) -> dict:
+    """Run a session; returns the report dict (also written to cfg.report). `runner` injects an engine,
+    `window` a window sink (anything with write, key, roi, close: tests drive keys and mouse with it);
+    `on_frame(frame, layout, overlay_state, image)` sees each drawn frame."""
+    cfg.validate()
+    keep_freed_memory()
+    stats = RunStats()
+    with stop_signals() as stop:
+        pipe = build_pipeline(cfg, runner, window, source, stats, quiet=False)
+        stop.pipeline = pipe
+        if stop.reason:
+            pipe.request_stop(stop.reason)
+        hook = None
+        if on_frame is not None:
+            def hook(c, d, p):
+                on_frame(c.frame, d.aggregated.scored.paired.understood.layout, p.overlay.state, d.image)
+        try:
+            pipe.run(on_frame=hook)
+        finally:
+            extra = pipe.close()
+            report = stats.report({"source": str(cfg.source), "model": pipe.model_id, **extra})
+            if cfg.report:
+                try:
+                    write_report(cfg.report, report)
+                except OSError as e:
+                    raise RatingEdgeError(f"cannot write the report {cfg.report}: {e}") from None
     return report

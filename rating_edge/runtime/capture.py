@@ -44,6 +44,7 @@ class Source:
     """A frame source: `open()`, `read() -> (bgr or None, meta)`, `close()`; None means end/lost."""
 
     live = False  # live sources drop frames and reconnect; recordings end
+    can_stall = False  # a signal that can stop arriving (devices, streams): watched by --stall-timeout
     name = "source"
 
     def __init__(self):
@@ -68,13 +69,21 @@ class OpenCVSource(Source):
     def __init__(self, target, live: bool, api: int = cv2.CAP_ANY, name: str | None = None):
         super().__init__()
         self.target = target
-        self.live = live
+        self.live = self.can_stall = live
         self.api = api
         self.name = name or str(target)
         self.cap = None
+        self.stall_timeout_s: float | None = None  # set by the capture thread for network streams
 
     def open(self):
-        cap = cv2.VideoCapture(self.target, self.api)
+        if self.stall_timeout_s and self.api == cv2.CAP_FFMPEG:
+            # FFmpeg otherwise waits ~30 s on a stream that stays connected but sends nothing; with a
+            # read timeout the read fails and the capture thread shows NO SIGNAL and reconnects
+            ms = int(max(self.stall_timeout_s, 0.1) * 1000)
+            cap = cv2.VideoCapture(self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 2000),
+                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(self.target, self.api)
         if not cap.isOpened():
             cap.release()
             raise RatingEdgeError(f"cannot open video source {self.name!r} (OpenCV could not open it: check the path, "
@@ -118,14 +127,19 @@ class ImageFolderSource(Source):
         if not self.files:
             raise RatingEdgeError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXT))}) in this folder")
         self.i = 0
+        self.unreadable: list[str] = []  # reported and counted by the run loop, never skipped silently
 
     def read(self):
         while self.i < len(self.files):
             p = self.files[self.i]
             self.i += 1
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            try:
+                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            except cv2.error:
+                img = None
             if img is not None:
                 return img, {"file": p.name}
+            self.unreadable.append(p.name)
         return None, None
 
 
@@ -288,7 +302,7 @@ def open_source(spec, fps: float | None = None) -> Source:
     if p.suffix.lower() in IMAGE_EXT:
         src = ImageFolderSource.__new__(ImageFolderSource)
         Source.__init__(src)
-        src.folder, src.fps, src.name, src.files, src.i = p.parent, fps or 30.0, str(p), [p], 0
+        src.folder, src.fps, src.name, src.files, src.i, src.unreadable = p.parent, fps or 30.0, str(p), [p], 0, []
         return src
     return OpenCVSource(str(p), live=False, name=str(p))
 
@@ -331,6 +345,42 @@ def read_one_frame(spec, k: int = 0) -> np.ndarray:
         return img
     finally:
         src.close()
+
+
+class FramesSource(Source):
+    """Frames already in memory, handed out as copies (what a frame grabber does): `bench --runtime`
+    runs the real pipeline on them so the renderer of a synthetic feed is not timed as capture."""
+
+    def __init__(self, frames: list, fps: float = 30.0, name: str = "frames"):
+        super().__init__()
+        self.frames, self.fps, self.name, self.i = frames, fps, name, 0
+
+    def read(self):
+        if self.i >= len(self.frames):
+            return None, None
+        self.i += 1
+        return self.frames[self.i - 1].copy(), None
+
+
+def as_bgr8(img) -> np.ndarray:
+    """Any decoded frame as the HxWx3 uint8 BGR the pipeline works on: gray and BGRA are converted,
+    16-bit (and float 0..1) scaled to 8 bits. Raises ValueError for what is not an image."""
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
+        raise ValueError(f"not an image: array of shape {a.shape}")
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ValueError(f"not an image: dtype {a.dtype}")
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2BGR)
+    if a.shape[2] == 4:
+        return cv2.cvtColor(a, cv2.COLOR_BGRA2BGR)
+    return a
 
 
 class LatestSlot:
@@ -394,6 +444,7 @@ class CaptureThread(threading.Thread):
         self.stop_event = threading.Event()
         self.frames_in = 0
         self.reconnects = 0
+        self.read_errors: list = []  # live sources: reads that raised (reported and counted by the run loop)
         self.error: Exception | None = None
 
     @property
@@ -422,7 +473,13 @@ class CaptureThread(threading.Thread):
                     if wait > 0:
                         self.stop_event.wait(wait)
                 a = time.perf_counter()
-                img, meta = src.read()
+                try:
+                    img, meta = src.read()
+                except Exception as e:  # noqa: BLE001 - a live feed treats a failed read as lost signal
+                    if not src.live:
+                        raise
+                    self.read_errors.append(e)
+                    img, meta = None, None
                 b = time.perf_counter()
                 if img is None:
                     if not src.live or (meta or {}).get("end"):
@@ -438,7 +495,7 @@ class CaptureThread(threading.Thread):
                     try:
                         src.close()
                         src.open()
-                    except RatingEdgeError:
+                    except Exception:  # noqa: BLE001 - not back yet (cv2.error, OSError too): try again later
                         pass
                     continue
                 backoff = 0.25

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
                                    "udp/rtsp/http URL, GStreamer pipeline, or phantom://?seed=1&fps=30&..."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Scanner profile (JSON/YAML)."),
         backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or trt (TensorRT)."),
+        stall_timeout: float = typer.Option(2.0, "--stall-timeout", help="Seconds without a new frame from a live "
+                                            "source before NO SIGNAL is shown and the source is reopened."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Package graph variant, e.g. int8-u8s8."),
         display: bool = typer.Option(False, "--display", help="Show a window (needs an OpenCV with GUI)."),
         fullscreen: bool = typer.Option(False, "--fullscreen", help="Window in full screen."),
@@ -42,7 +44,8 @@ def register(app: typer.Typer) -> None:
         min_similarity: float = typer.Option(MIN_SIMILARITY, "--min-similarity", help="Gray-structure correlation a GS "
                                              "and a Doppler image need to count as one section."),
     ):
-        """Score a scanner feed in real time and draw the result on it."""
+        """Score a scanner feed in real time and draw the result on it. SIGTERM, SIGINT and SIGHUP stop it
+        cleanly (video finalised, log closed, report written)."""
         from rating_edge.runtime.app import RunConfig, run
 
         cfg = RunConfig(source=source, package=str(package) if package else None, backend=backend, variant=variant,
@@ -50,14 +53,22 @@ def register(app: typer.Typer) -> None:
                         out=str(out) if out else None, pipe=pipe, snapshots=str(snapshots) if snapshots else None,
                         snapshot_every=snapshot_every, log=str(log) if log else None,
                         report=str(report) if report else None, max_frames=max_frames, pace=pace,
-                        every_pair=every_pair, max_pair_age_s=max_pair_age, min_similarity=min_similarity)
+                        every_pair=every_pair, max_pair_age_s=max_pair_age, min_similarity=min_similarity,
+                        stall_timeout_s=stall_timeout).validate()
         r = run(cfg)
         tot = r["latency_ms"]["total"]
+        errs = {k: v for k, v in r["errors_by_stage"].items() if v}
         typer.echo(f"frames in {r['frames_in']}, out {r['frames_out']}, dropped {r['frames_dropped']}; "
                    f"pairs scored {r['pairs_scored']}; modes {r['modes']}; total latency p50 {tot['p50']} ms, "
-                   f"p95 {tot['p95']} ms")
+                   f"p95 {tot['p95']} ms; errors {errs or 0}" + (f"; stopped by {r['stopped_by']}" if r.get("stopped_by") else ""))
         if report:
             typer.echo(f"report: {report}")
+        lost = [s for s in r["broken_sinks"] if s.startswith(("video", "pipe"))]
+        if lost or r.get("log_rows_lost"):
+            # the feed went on, but an output the user asked for is incomplete: not a silent exit 0
+            what = ", ".join(lost + ([f"{r['log_rows_lost']} session log rows"] if r.get("log_rows_lost") else []))
+            typer.echo(f"error: output incomplete: {what} (see the messages above)", err=True)
+            raise typer.Exit(1)
 
     @app.command("inspect")
     def inspect_cmd(
@@ -74,7 +85,7 @@ def register(app: typer.Typer) -> None:
         import cv2
 
         from rating_edge.errors import RatingEdgeError
-        from rating_edge.runtime.capture import read_one_frame
+        from rating_edge.runtime.capture import as_bgr8, read_one_frame
         from rating_edge.runtime.layout import LayoutDetector, Profile, draw_layout, load_profile
 
         if eval_truth is not None:
@@ -85,11 +96,19 @@ def register(app: typer.Typer) -> None:
             return
         if frame is None:
             raise RatingEdgeError("inspect needs a FRAME (image, video, DICOM or phantom source) or --eval TRUTH.json")
-        img = read_one_frame(frame, k)
+        if k < 0:
+            raise RatingEdgeError(f"--frame {k}: frame indices start at 0")
         det = LayoutDetector(load_profile(profile) if profile else Profile())
-        if k > 0:  # `frozen` needs the frame before
-            det.detect(read_one_frame(frame, k - 1))
-        lo = det.detect(img)
+        img = as_bgr8(read_one_frame(frame, k))
+        try:
+            if k > 0:  # `frozen` needs the frame before
+                det.detect(as_bgr8(read_one_frame(frame, k - 1)))
+            lo = det.detect(img)
+        except RatingEdgeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one line, as for every other bad input
+            raise RatingEdgeError(f"{frame} frame {k}: the screen could not be understood "
+                                  f"({type(e).__name__}: {e})") from None
         d = lo.to_json()
         if png:
             Path(png).parent.mkdir(parents=True, exist_ok=True)

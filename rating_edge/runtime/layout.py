@@ -11,6 +11,7 @@ Detection works on downsampled copies so a 1920x1080 frame costs a few milliseco
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from rating_edge.errors import RatingEdgeError
 from rating_edge.preprocess import DopplerParams, check_image, colour_mask_u8, max_and_chroma
 
 DETECT_WIDTH = 480  # working width of area detection
+MIN_FRAME_SIDE = 16  # frames (and profile areas) smaller than this hold no ultrasound image to find
+PROFILE_MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -139,23 +142,42 @@ class Profile:
         if lay not in ("auto", "single", "dual"):
             raise RatingEdgeError(f"profile: layout must be auto, single or dual, not {lay!r}")
         roi = d.get("roi", "doppler_box")
-        if not (roi in ("doppler_box", "area") or (isinstance(roi, (list, tuple)) and len(roi) == 4)):
+        if not (roi in ("doppler_box", "area") or (_ints(roi, 4) and roi[2] > 0 and roi[3] > 0)):
             raise RatingEdgeError(f"profile: roi must be 'doppler_box', 'area' or [x, y, w, h]; got {roi!r}")
         areas = d.get("areas")
-        for a in areas or []:
-            if len(a) != 4 or a[2] <= 0 or a[3] <= 0:
-                raise RatingEdgeError(f"profile: area {a!r} is not [x, y, w, h] with positive size")
-        try:
-            detect = LayoutParams(**d.get("detect", {}))
-            dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
-        except TypeError as e:
-            raise RatingEdgeError(f"profile: unknown setting ({e})") from None
         fs = d.get("frame_size")
+        if fs is not None and not (_ints(fs, 2) and fs[0] > 0 and fs[1] > 0):
+            raise RatingEdgeError(f"profile: frame_size must be [W, H] with W, H > 0 pixels; got {fs!r}")
+        if areas is not None and not isinstance(areas, list):
+            raise RatingEdgeError(f"profile: areas must be a list of [x, y, w, h]; got {areas!r}")
+        if not isinstance(d.get("ui_regions") or [], list):
+            raise RatingEdgeError("profile: ui_regions must be a list of [x, y, w, h]")
+        for key, boxes in (("area", areas or []), ("ui region", d.get("ui_regions") or [])):
+            for a in boxes:
+                if not (_ints(a, 4) and a[0] >= 0 and a[1] >= 0 and a[2] > 0 and a[3] > 0):
+                    raise RatingEdgeError(f"profile: {key} {a!r} is not [x, y, w, h] with x, y >= 0 and positive size")
+                if fs and (a[0] + a[2] > fs[0] or a[1] + a[3] > fs[1]):
+                    raise RatingEdgeError(f"profile: {key} {a!r} lies outside the frame_size {list(fs)}")
+        for key, cls_ in (("detect", LayoutParams), ("doppler", DopplerParams)):
+            sub = d.get(key) or {}
+            if not isinstance(sub, dict):
+                raise RatingEdgeError(f"profile: {key} must be a mapping of settings; got {type(sub).__name__}")
+            known = {f.name for f in dataclasses.fields(cls_)}
+            unknown = sorted(repr(k) for k in sub if k not in known)
+            if unknown:
+                raise RatingEdgeError(f"profile: unknown {key} setting(s) {', '.join(unknown)} "
+                                      f"(known: {', '.join(sorted(known))})")
+            bad = sorted(k for k, v in sub.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+                         or not np.isfinite(v))
+            if bad:
+                raise RatingEdgeError(f"profile: {key}.{bad[0]} must be a finite number; got {sub[bad[0]]!r}")
+        detect = LayoutParams(**(d.get("detect") or {}))
+        dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         if areas and not fs:
             raise RatingEdgeError("profile: fixed areas need frame_size [W, H] (the resolution they refer to)")
         return cls(name=str(d.get("name", "profile")), frame_size=tuple(fs) if fs else None, layout=lay,
                    areas=[tuple(a) for a in areas] if areas else None,
-                   ui_regions=[tuple(r) for r in d.get("ui_regions", [])], roi=roi, detect=detect, doppler=dop)
+                   ui_regions=[tuple(r) for r in d.get("ui_regions") or []], roi=roi, detect=detect, doppler=dop)
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -169,11 +191,21 @@ class Profile:
         return path
 
 
+def _ints(v, n: int) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == n
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v))
+
+
 def load_profile(path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise RatingEdgeError(f"profile {path} does not exist; make one with `rating-edge profile detect`")
-    text = path.read_text()
+    if path.stat().st_size > PROFILE_MAX_BYTES:
+        raise RatingEdgeError(f"profile {path}: {path.stat().st_size} bytes is not a profile (limit {PROFILE_MAX_BYTES})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise RatingEdgeError(f"profile {path}: not a text file (expected JSON or YAML)") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -186,6 +218,16 @@ def load_profile(path) -> Profile:
     if not isinstance(d, dict):
         raise RatingEdgeError(f"profile {path}: expected a mapping at the top level")
     return Profile.from_dict(d)
+
+
+def _clip_box(box, W, H, min_side: int = MIN_FRAME_SIDE):
+    """The part of `box` inside a W x H frame, or None when too little of it is (a profile made for
+    another screen must not crash the feed nor make the scorer read pixels that are not there)."""
+    x, y, w, h = box
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 - x0 < min_side or y1 - y0 < min_side:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
 
 
 def _scale_box(box, sx, sy):
@@ -567,6 +609,10 @@ class LayoutDetector:
         return W / fs[0], H / fs[1]
 
     def detect(self, frame_bgr: np.ndarray) -> FrameLayout:
+        if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and min(frame_bgr.shape[:2]) < MIN_FRAME_SIDE:
+            # a thumbnail or a line of pixels holds no ultrasound image (and too few pixels to search)
+            self._prev = self._boxes = None
+            return FrameLayout("single", [], frozen=False, signal=True, size=(frame_bgr.shape[1], frame_bgr.shape[0]))
         img = check_image(frame_bgr, "frame")
         H, W = img.shape[:2]
         if self._prev_size != (W, H):  # resolution change: nothing from before is comparable
@@ -581,7 +627,7 @@ class LayoutDetector:
             return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
-            boxes_full = [_scale_box(a, sx, sy) for a in self.profile.areas]
+            boxes_full = [b for b in (_clip_box(_scale_box(a, sx, sy), W, H) for a in self.profile.areas) if b]
         elif self._boxes is not None and self._since < self.p.redetect_every - 1 and not self._screen_changed(gray):
             self._since += 1
             boxes_full = self._boxes

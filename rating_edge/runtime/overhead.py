@@ -2,7 +2,8 @@
 
 The engine's time depends on the package and the accelerator; what the runtime adds on top (decode,
 screen understanding, pairing, preprocessing, scoring, drawing) must stay small on the edge CPU, so it
-is measured on its own: the engine is replaced by fixed outputs of the right shapes.
+is measured on its own: the run loop's pipeline (`app.build_pipeline`, the same composition `run`
+uses) runs with a runner that returns fixed outputs of the right shapes, pairs scored inline.
 """
 from __future__ import annotations
 
@@ -11,109 +12,122 @@ import time
 import cv2
 import numpy as np
 
+from rating_edge.package import Package
 from rating_edge.preprocess import PreprocessParams
-from rating_edge.runtime.aggregate import TemporalAggregator
-from rating_edge.runtime.capture import open_source
-from rating_edge.runtime.layout import LayoutDetector
-from rating_edge.runtime.memory import keep_freed_memory
-from rating_edge.runtime.overlay import OverlayState, render
-from rating_edge.runtime.pairing import Pairer
-from rating_edge.runtime.stats import percentiles
-from rating_edge.runtime.worker import Result, Scorer
-from rating_edge.scoring import score_probs
+from rating_edge.runtime.capture import FramesSource, Source, open_source
+from rating_edge.infer import Runner
+from rating_edge.runtime.stats import RunStats, percentiles
+from rating_edge.spec import preset
 
-STAGES = ("capture", "layout", "pairing", "preprocess", "score", "render", "total")
+STAGES = ("capture", "layout", "pairing", "preprocess", "infer", "score", "render", "sinks", "total")
 
 
-def _fixed_outputs(folds=5, seeds=2, heat=7, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.uniform(0, 1, (folds, 3, seeds)).astype(np.float32), rng.uniform(0, 1, (folds, 3, seeds)).astype(np.float32),
-            rng.uniform(0, 1, (heat, heat)).astype(np.float32), rng.uniform(0, 1, (heat, heat)).astype(np.float32))
+class _FixedPackage(Package):
+    @property
+    def model_hash(self) -> str:
+        return "fixed-outputs"
+
+
+class FixedOutputRunner(Runner):
+    """A Runner whose outputs are fixed arrays of the package shapes: what the pipeline does around an
+    engine is timed without one (the `infer` stage is then the runner call's own overhead)."""
+
+    name = "fixed-outputs"
+
+    def __init__(self, input_size: int = 224, heat: int = 7, seed: int = 0):
+        spec = {**preset("paper").to_dict(), "input_size": int(input_size)}
+        pre = PreprocessParams(input_size=int(input_size)).to_dict()
+        super().__init__(_FixedPackage(path=None, meta={"spec": spec, "preprocess": pre}))
+        sp = self.spec
+        rng = np.random.default_rng(seed)
+        self.outputs = {"sh_prob": rng.uniform(0, 1, (1, sp.folds, sp.tasks, sp.seeds)).astype(np.float32),
+                        "vs_prob": rng.uniform(0, 1, (1, sp.folds, sp.tasks, sp.seeds)).astype(np.float32),
+                        "heat_gs": rng.uniform(0, 1, (1, heat, heat)).astype(np.float32),
+                        "heat_doppler": rng.uniform(0, 1, (1, heat, heat)).astype(np.float32)}
+
+    def _activate(self):
+        pass
+
+    def _infer(self, gs, dop):
+        return self.outputs
+
+
+class ResizedSource(Source):
+    """Another source's frames brought to one size (the benchmark's frame size); the resize is part of
+    the timed capture, as decoding is."""
+
+    def __init__(self, src: Source, size):
+        super().__init__()
+        self.src, self.size, self.live, self.name = src, (int(size[0]), int(size[1])), src.live, src.name
+        self.can_stall = src.can_stall
+
+    def open(self):
+        self.src.open()
+        self.fps = self.src.fps
+        return self
+
+    def read(self):
+        img, meta = self.src.read()
+        if img is not None and img.shape[:2] != (self.size[1], self.size[0]):
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_LINEAR)
+        return img, meta
+
+    def close(self):
+        self.src.close()
 
 
 def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: int = 300, size=(1920, 1080),
                              input_size: int = 224, warmup: int = 10) -> dict:
-    """Per-frame cost (ms, p50/p95/p99) of each runtime stage on `frames` frames resized to `size`.
+    """Per-frame cost (ms, p50/p95/p99) of each pipeline stage on `frames` frames resized to `size`.
 
     Recordings are decoded inside the timed capture stage; phantom frames are rendered beforehand (the
     synthetic renderer is not a capture cost) and the capture stage is then the frame copy a grabber does.
+    `total` is the runtime's own time per frame (capture + every stage), waits between frames excluded.
     """
+    from rating_edge.runtime.app import RunConfig, build_pipeline
+    from rating_edge.runtime.memory import keep_freed_memory
+
     W, H = int(size[0]), int(size[1])
     keep_freed_memory()  # as `rating-edge run` does
-    src = open_source(source).open()
-    pre_rendered = src.live  # phantom / live sources: render first, time only the copy
-    buf = []
-    if pre_rendered:
-        for _ in range(frames + warmup):
-            img, _ = src.read()
-            if img is None:
-                break
-            buf.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR) if img.shape[:2] != (H, W) else img)
-        src.close()
-    params = PreprocessParams(input_size=input_size)
-    det = LayoutDetector(doppler=params.doppler, fractions=False)  # as the run loop
-    pairer = Pairer()
-    scorer = Scorer(None, params)  # its preprocessing only: the engine is what this leaves out
-    agg = TemporalAggregator()
-    sh_p, vs_p, heat_g, heat_d = _fixed_outputs()
-    st = OverlayState(model_id="overhead", fps=30.0)
-    lat = {s: [] for s in STAGES}
-    n_pairs = 0
-    n = 0
-    cpu = 0.0
-    try:
-        for i in range(frames + warmup):
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            if pre_rendered:
-                if i >= len(buf):
-                    break
-                img = buf[i].copy()
-            else:
+    src = open_source(source)
+    if src.live:  # phantom / live sources: render first, time only the copy
+        src.open()
+        buf = []
+        try:
+            for _ in range(frames + warmup):
                 img, _ = src.read()
                 if img is None:
                     break
-                if img.shape[:2] != (H, W):
-                    img = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
-            t1 = time.perf_counter()
-            lo = det.detect(img)
-            t2 = time.perf_counter()
-            pair, status = pairer.update(i, i / 30.0, img, lo, t0)
-            pairer.detach(img)  # as the run loop does before drawing on the frame
-            t3 = time.perf_counter()
-            t4 = t5 = t3
-            if pair is not None:
-                gs, dop = scorer.prepare(pair)
-                assert gs.shape == dop.shape
-                t4 = time.perf_counter()
-                sc = score_probs(sh_p[None], vs_p[None])
-                scores = {k: v[0] for k, v in sc.items()}
-                a = agg.add(pair.section, pair.t, scores["sh_models"], scores["vs_models"], (scores["sh"], scores["vs"]))
-                st.result = Result(pair, scores, sh_p, vs_p, heat_g, heat_d, {}, t4)
-                st.aggregate = a
-                t5 = time.perf_counter()
-                n_pairs += 1 if i >= warmup else 0
-            st.status = status
-            render(img, lo, st, in_place=True)
-            t6 = time.perf_counter()
-            if i < warmup:
-                continue
-            cpu += time.process_time() - c0
-            n += 1
-            lat["capture"].append((t1 - t0) * 1e3)
-            lat["layout"].append((t2 - t1) * 1e3)
-            lat["pairing"].append((t3 - t2) * 1e3)
-            if pair is not None:
-                lat["preprocess"].append((t4 - t3) * 1e3)
-                lat["score"].append((t5 - t4) * 1e3)
-            lat["render"].append((t6 - t5) * 1e3)
-            lat["total"].append((t6 - t0) * 1e3)
+                buf.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR) if img.shape[:2] != (H, W) else img)
+        finally:
+            src.close()
+        src = FramesSource(buf, fps=src.fps, name=source)
+    else:
+        src = ResizedSource(src, (W, H))
+    stats = RunStats()
+    cfg = RunConfig(source=source, every_pair=True, pace=False, max_frames=frames + warmup)
+    pipe = build_pipeline(cfg, runner=FixedOutputRunner(input_size), source=src, stats=stats, quiet=True)
+    mark = {} if warmup > 0 else {"pairs": 0, "frames": 0, "cpu": time.process_time()}
+
+    def on_frame(c, d, p):
+        if p.stats.frames_out == warmup:  # the first frames warm caches and allocators: not timed
+            p.stats.reset_latency()
+            mark.update(pairs=p.stats.pairs_scored, frames=p.stats.frames_out, cpu=time.process_time())
+
+    try:
+        pipe.run(on_frame=on_frame)
     finally:
-        src.close()
-        scorer.close()
-    return {"source": source, "size": [W, H], "frames": n, "pairs": n_pairs, "input_size": input_size,
-            "latency_ms": {s: percentiles(v) for s, v in lat.items()},
+        extra = pipe.close()
+    n = stats.frames_out - mark.get("frames", stats.frames_out)
+    cpu_s = time.process_time() - mark["cpu"] if mark else 0.0
+    lat = stats.latency()
+    lat["total"] = lat.get("own", percentiles([]))
+    pairs = stats.pairs_scored - mark.get("pairs", stats.pairs_scored)
+    return {"source": source, "size": [W, H], "frames": n, "pairs": pairs, "input_size": input_size,
+            "latency_ms": {s: lat.get(s, percentiles([])) for s in STAGES},
             # CPU seconds this process spent per frame (all threads): less sensitive than wall time to
             # other processes sharing the cores
-            "cpu_ms_per_frame": round(cpu / max(n, 1) * 1e3, 3),
-            "note": "runtime overhead per frame, engine excluded (fixed outputs); target p95 <= 10 ms"}
+            "cpu_ms_per_frame": round(cpu_s / max(n, 1) * 1e3, 3),
+            "errors_by_stage": {k: v for k, v in stats.errors_by_stage.items() if v}, **extra,
+            "note": "runtime overhead per frame (the run pipeline), engine excluded (fixed outputs); "
+                    "target p95 <= 10 ms"}

@@ -112,6 +112,8 @@ def _ink(frame_bgr, x, y, pw, ph) -> float:
     """Share of a screen patch covered by the scanner's own UI (text, colour bars, scales): pixels that
     stand out from the patch's background gray or carry colour."""
     patch = frame_bgr[y:y + ph:2, x:x + pw:2]
+    if patch.size == 0:
+        return 1.0
     gray = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
     bg = float(np.median(gray))
     chroma = max_and_chroma(patch)[1]
@@ -123,9 +125,9 @@ def panel_slot(frame_bgr, areas, pw, ph, pad: int = 8):
     translucent, but text over a colour bar or over the scanner's own labels is hard to read), or the
     bottom-right corner over the picture when no margin is wide enough."""
     H, W = frame_bgr.shape[:2]
-    cands = _slots(W, H, areas, pw, ph, pad)
+    cands = [c for c in _slots(W, H, areas, pw, ph, pad) if c[0] + pw <= W and c[1] + ph <= H]
     if not cands:
-        return (W - pw - 4, H - ph - 4)
+        return (max(0, W - pw - 4), max(0, H - ph - 4))
     inks = [_ink(frame_bgr, x, y, pw, ph) for x, y in cands]
     best = min(inks)
     return cands[next(i for i, v in enumerate(inks) if v <= best + 0.01)]

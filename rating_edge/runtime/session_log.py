@@ -8,6 +8,7 @@ the scorer reaches.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -35,22 +36,50 @@ def _js(a) -> str:
                       else np.asarray(a).tolist())
 
 
+def _schema_columns() -> dict:
+    """{table: [(column, type), ...]} of SCHEMA, to bring a log written by an older version up to date."""
+    out = {}
+    for m in re.finditer(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\);", SCHEMA, re.S):
+        cols = [c.strip().split()[:2] for c in m.group(2).split(",")]
+        out[m.group(1)] = [(c[0], c[1]) for c in cols if len(c) == 2 and c[0] != "id"]
+    return out
+
+
 class SessionLog:
-    def __init__(self, path, source: str = "", package: str = "", package_hash: str = "", backend: str = ""):
+    """`busy_ms`: how long a write waits for another process's lock before it fails (the run loop
+    keeps the row and retries on the next pair rather than holding the feed)."""
+
+    def __init__(self, path, source: str = "", package: str = "", package_hash: str = "", backend: str = "",
+                 busy_ms: int = 5000):
         from rating_edge import __version__
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.migrated: list[str] = []  # "table.column" added to a log from an older version
+        self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                  timeout=busy_ms / 1000)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
         self.package_hash = package_hash
         cur = self.db.execute("INSERT INTO sessions (started, source, package, package_hash, backend, toolkit) "
                               "VALUES (?,?,?,?,?,?)", (time.time(), source, package, package_hash, backend, __version__))
         self.session = cur.lastrowid
         self.rows = 0
+
+    def _migrate(self) -> None:
+        for table, cols in _schema_columns().items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, typ in cols:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {typ}")
+                    self.migrated.append(f"{table}.{name}")
 
     def log_pair(self, pair, scores: dict, agg, latency_ms: dict, sh_prob, vs_prob) -> int:
         """One committed row (autocommit mode: each INSERT is its own transaction)."""

@@ -16,6 +16,8 @@ import numpy as np
 
 from rating_edge.errors import RatingEdgeError
 
+MIN_VIDEO_SIDE = 16
+
 
 def gui_available() -> bool:
     info = cv2.getBuildInformation()
@@ -45,6 +47,7 @@ class VideoFileSink(Sink):
         self.writer = None
         self.size = None
         self.frames = 0
+        self.skipped = 0  # tiny frames before the first usable one (not in the file)
 
     def _open(self, w, h):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,11 @@ class VideoFileSink(Sink):
     def write(self, frame):
         h, w = frame.shape[:2]
         if self.writer is None:
+            if min(w, h) < MIN_VIDEO_SIDE:
+                # the file's size is set by its first frame; FFmpeg's encoders abort the whole process
+                # on a 1x1 picture, and a thumbnail-sized video would shrink every later frame to it
+                self.skipped += 1
+                return
             self._open(w, h)
         if (w, h) != self.size:  # resolution change mid-stream: keep the file's size
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
@@ -65,9 +73,24 @@ class VideoFileSink(Sink):
         self.frames += 1
 
     def close(self):
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Finalise the file and check it plays back: OpenCV's writer reports no write error, so a full
+        disk would otherwise leave an unplayable file behind a clean exit."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        self.verify()
+
+    def verify(self) -> None:
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            ok = cap.isOpened() and cap.read()[0]
+        finally:
+            cap.release()
+        if not ok or n < self.frames:
+            raise RatingEdgeError(f"video {self.path} is incomplete: {n if ok else 0} of {self.frames} frames "
+                                  "can be played back (disk full or not writable?)")
 
 
 class PipeSink(Sink):
