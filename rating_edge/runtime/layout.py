@@ -793,11 +793,31 @@ def propose_profile(frames: list, name: str = "detected") -> Profile:
     return Profile(name=name, frame_size=(W, H), layout=layout, areas=areas)
 
 
+def roi_in_area(area: Area, roi, inset: float = 0.06) -> tuple | None:
+    """ROI relative to the area crop: inside the Doppler colour box (scanners draw the box a little
+    larger than the region of interest, so it is inset by `inset` per side), the whole area, or a
+    fixed [x, y, w, h] from the profile."""
+    ax, ay, aw, ah = area.box
+    if isinstance(roi, (list, tuple)):
+        x, y, w, h = (int(v) for v in roi)
+        x, y = min(max(x, 0), aw - 2), min(max(y, 0), ah - 2)
+        return (x, y, max(2, min(w, aw - x)), max(2, min(h, ah - y)))
+    if roi == "area" or area.doppler_box is None:
+        return None
+    dx, dy, dw, dh = area.doppler_box
+    x0, y0 = max(dx - ax, 0), max(dy - ay, 0)
+    x1, y1 = min(dx - ax + dw, aw), min(dy - ay + dh, ah)
+    mx, my = int(round((x1 - x0) * inset)), int(round((y1 - y0) * inset))
+    x0, y0, x1, y1 = x0 + mx, y0 + my, x1 - mx, y1 - my
+    if x1 - x0 < max(16, aw // 8) or y1 - y0 < max(16, ah // 8):  # a few colour pixels are not a box
+        return None
+    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+
+
 def draw_layout(frame_bgr: np.ndarray, lo: FrameLayout, roi="doppler_box") -> np.ndarray:
     """What `inspect --png` shows: image areas (green GS, magenta Doppler), the Doppler box outline as
     found (yellow: its corners, slanted or not), its bounding box (thin yellow) and the ROI the pairing
     crops (cyan), flags."""
-    from rating_edge.runtime.pairing import roi_in_area
 
     out = frame_bgr.copy()
     for a in lo.areas:

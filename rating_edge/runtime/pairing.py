@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rating_edge.runtime.layout import Area, FrameLayout, doppler_signal
+from rating_edge.runtime.layout import FrameLayout, doppler_signal, roi_in_area
 
 GRID = 32
 STEP = 4
@@ -99,27 +99,6 @@ def similarity(a, b, max_shift: int = MAX_SHIFT) -> float:
         if den > 1e-6:
             best = max(best, float((x * y).sum() / den))
     return best
-
-
-def roi_in_area(area: Area, roi, inset: float = 0.06) -> tuple | None:
-    """ROI relative to the area crop: inside the Doppler colour box (scanners draw the box a little
-    larger than the region of interest, so it is inset by `inset` per side), the whole area, or a
-    fixed [x, y, w, h] from the profile."""
-    ax, ay, aw, ah = area.box
-    if isinstance(roi, (list, tuple)):
-        x, y, w, h = (int(v) for v in roi)
-        x, y = min(max(x, 0), aw - 2), min(max(y, 0), ah - 2)
-        return (x, y, max(2, min(w, aw - x)), max(2, min(h, ah - y)))
-    if roi == "area" or area.doppler_box is None:
-        return None
-    dx, dy, dw, dh = area.doppler_box
-    x0, y0 = max(dx - ax, 0), max(dy - ay, 0)
-    x1, y1 = min(dx - ax + dw, aw), min(dy - ay + dh, ah)
-    mx, my = int(round((x1 - x0) * inset)), int(round((y1 - y0) * inset))
-    x0, y0, x1, y1 = x0 + mx, y0 + my, x1 - mx, y1 - my
-    if x1 - x0 < max(16, aw // 8) or y1 - y0 < max(16, ah // 8):  # a few colour pixels are not a box
-        return None
-    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
 
 
 def _crop(img, box):

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rating_edge.runtime.aggregate import Aggregate, TemporalAggregator
+from rating_edge.runtime.aggregate import TemporalAggregator
 from rating_edge.runtime.capture import CaptureThread, Frame, Source, as_bgr8
 from rating_edge.runtime.layout import FrameLayout, LayoutDetector
 from rating_edge.runtime.overlay import OverlayState, render
 from rating_edge.runtime.pairing import Pair, Pairer
 from rating_edge.runtime.stats import RunStats
-from rating_edge.runtime.worker import InferenceWorker, Result, Scorer
+from rating_edge.runtime.worker import InferenceWorker, Scorer
 
 
 class ErrorReport:
