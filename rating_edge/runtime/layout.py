@@ -128,16 +128,24 @@ class Profile:
         roi = d.get("roi", "doppler_box")
         if not (roi in ("doppler_box", "area") or (isinstance(roi, (list, tuple)) and len(roi) == 4)):
             raise RatingEdgeError(f"profile: roi must be 'doppler_box', 'area' or [x, y, w, h]; got {roi!r}")
+        from rating_edge.manifest import validate
+        from rating_edge.schemas import PROFILE
+
+        validate(d, PROFILE, "profile")
         areas = d.get("areas")
+        fs = d.get("frame_size")
         for a in areas or []:
-            if len(a) != 4 or a[2] <= 0 or a[3] <= 0:
-                raise RatingEdgeError(f"profile: area {a!r} is not [x, y, w, h] with positive size")
+            if a[0] < 0 or a[1] < 0 or a[2] <= 0 or a[3] <= 0:
+                raise RatingEdgeError(f"profile: area {a!r} is not [x, y, w, h] with x, y >= 0 and positive size")
+            if fs and (a[0] + a[2] > fs[0] or a[1] + a[3] > fs[1]):
+                raise RatingEdgeError(f"profile: area {a!r} does not lie inside the frame_size {list(fs)}")
+        if isinstance(roi, (list, tuple)) and (roi[2] <= 0 or roi[3] <= 0 or roi[0] < 0 or roi[1] < 0):
+            raise RatingEdgeError(f"profile: roi {list(roi)!r} is not [x, y, w, h] with x, y >= 0 and positive size")
         try:
             detect = LayoutParams(**d.get("detect", {}))
             dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         except TypeError as e:
             raise RatingEdgeError(f"profile: unknown setting ({e})") from None
-        fs = d.get("frame_size")
         if areas and not fs:
             raise RatingEdgeError("profile: fixed areas need frame_size [W, H] (the resolution they refer to)")
         return cls(name=str(d.get("name", "profile")), frame_size=tuple(fs) if fs else None, layout=lay,
@@ -160,16 +168,24 @@ def load_profile(path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise RatingEdgeError(f"profile {path} does not exist; make one with `rating-edge profile detect`")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    from rating_edge.manifest import MAX_BYTES, check_depth, read_json
 
-            d = yaml.safe_load(text)
-        else:
-            d = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - json/yaml errors
-        raise RatingEdgeError(f"profile {path}: cannot parse ({str(e).splitlines()[0]})") from None
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        d = read_json(path, "profile")
+    else:
+        import yaml
+
+        if path.stat().st_size > MAX_BYTES:
+            raise RatingEdgeError(f"profile {path}: too large for a profile")
+        try:
+            d = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RatingEdgeError(f"profile {path}: not a text file") from None
+        except RecursionError:
+            raise RatingEdgeError(f"profile {path}: nested too deeply") from None
+        except Exception as e:  # noqa: BLE001 - yaml's errors
+            raise RatingEdgeError(f"profile {path}: cannot parse ({str(e).splitlines()[0]})") from None
+        check_depth(d, path, "profile")
     if not isinstance(d, dict):
         raise RatingEdgeError(f"profile {path}: expected a mapping at the top level")
     return Profile.from_dict(d)
