@@ -83,13 +83,14 @@ def finite_rows(x) -> np.ndarray:
         return np.asarray([np.isfinite(x)])
     if not np.issubdtype(x.dtype, np.floating):
         return np.ones(len(x), bool)
-    return np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    return np.isfinite(x.reshape(len(x), int(np.prod(x.shape[1:])))).all(axis=1)
 
 
 def heat_correlation(a, b) -> np.ndarray:
     """Per-pair Pearson correlation of two heatmap batches (see the module's definition)."""
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a = a.reshape(len(a), int(np.prod(a.shape[1:])))
+    b = b.reshape(len(b), int(np.prod(b.shape[1:])))
     ok = np.isfinite(a).all(1) & np.isfinite(b).all(1)
     a = np.where(ok[:, None], a, 0.0)
     b = np.where(ok[:, None], b, 0.0)

@@ -220,7 +220,6 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
     if batch < 1:
         raise RatingEdgeError("--batch must be at least 1")
     kind = model_kind(model)
-    records = read_labels(data_dir)
     if kind == "package":
         from rating_edge.package import load_package
         from rating_edge.runtime.engines import make_runner
@@ -254,6 +253,7 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
     outs = {"sh_prob": [], "vs_prob": []}
     labels = []
     try:
+        records = read_labels(data_dir)
         for i in range(0, len(records), batch):
             chunk = records[i:i + batch]
             gs, dop, lab, _ = load_arrays(data_dir, params, chunk)

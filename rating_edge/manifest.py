@@ -37,10 +37,12 @@ def _depth(obj, limit: int) -> int:
     return deepest
 
 
-def read_json(path, what: str, error: type[RatingEdgeError] = RatingEdgeError, max_bytes: int = MAX_BYTES,
-              max_depth: int = MAX_DEPTH):
+def read_json(path, what: str, error: type[RatingEdgeError] = RatingEdgeError, max_bytes: int | None = None,
+              max_depth: int | None = None):
     """The parsed JSON document at `path`, or `error` with one line saying why it cannot be read."""
     path = Path(path)
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+    max_depth = MAX_DEPTH if max_depth is None else max_depth
     try:
         size = path.stat().st_size
         if size > max_bytes:
@@ -63,8 +65,9 @@ def read_json(path, what: str, error: type[RatingEdgeError] = RatingEdgeError, m
 
 
 def check_depth(data, path, what: str, error: type[RatingEdgeError] = RatingEdgeError,
-                max_depth: int = MAX_DEPTH) -> None:
+                max_depth: int | None = None) -> None:
     """The depth limit for documents parsed elsewhere (YAML profiles)."""
+    max_depth = MAX_DEPTH if max_depth is None else max_depth
     if _depth(data, max_depth) > max_depth:
         raise error(f"{path}: nested deeper than {max_depth} levels; not a {what}")
 

@@ -81,3 +81,14 @@ def require_new_folder(out, error: type[RatingEdgeError] = RatingEdgeError) -> P
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise error(f"{out} exists and is not empty; choose a new output folder (or delete it first)")
     return out
+
+
+def write_report(dst, text: str, option: str = "--json") -> Path:
+    """A report file named by the user, published whole; a folder or unwritable path is a one-line error."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise RatingEdgeError(f"{option} {dst} is a folder; give a file name")
+    try:
+        return publish_text(dst, text)
+    except OSError as e:
+        raise RatingEdgeError(f"{option} {dst}: cannot write ({e.strerror or e})") from None
