@@ -37,6 +37,19 @@ def _depth(obj, limit: int) -> int:
     return deepest
 
 
+def flow_nesting(text: str) -> int:
+    """Deepest bracket nesting of `text` (brackets inside strings count too: an upper bound), so a
+    document nested past a parser's recursion limit is refused before parsing (for YAML)."""
+    depth = best = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
 def read_json(path, what: str, error: type[RatingEdgeError] = RatingEdgeError, max_bytes: int | None = None,
               max_depth: int | None = None):
     """The parsed JSON document at `path`, or `error` with one line saying why it cannot be read."""

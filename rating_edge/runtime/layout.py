@@ -164,23 +164,31 @@ class Profile:
         return path
 
 
+PROFILE_MAX_BYTES = 1 << 20  # a profile is a few hundred bytes
+
+
 def load_profile(path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise RatingEdgeError(f"profile {path} does not exist; make one with `rating-edge profile detect`")
-    from rating_edge.manifest import MAX_BYTES, check_depth, read_json
+    from rating_edge.manifest import MAX_DEPTH, check_depth, flow_nesting, read_json
 
     if path.suffix.lower() not in (".yaml", ".yml"):
-        d = read_json(path, "profile")
+        d = read_json(path, "profile", max_bytes=PROFILE_MAX_BYTES)
     else:
         import yaml
 
-        if path.stat().st_size > MAX_BYTES:
-            raise RatingEdgeError(f"profile {path}: too large for a profile")
+        if path.stat().st_size > PROFILE_MAX_BYTES:
+            raise RatingEdgeError(f"profile {path}: too large for a profile (limit {PROFILE_MAX_BYTES} bytes)")
         try:
-            d = yaml.safe_load(path.read_bytes().decode("utf-8"))
+            text = path.read_bytes().decode("utf-8")
+            if flow_nesting(text) > MAX_DEPTH:  # PyYAML takes seconds to reach its recursion limit
+                raise RatingEdgeError(f"profile {path}: nested deeper than {MAX_DEPTH} levels")
+            d = yaml.safe_load(text)
         except UnicodeDecodeError:
             raise RatingEdgeError(f"profile {path}: not a text file") from None
+        except RatingEdgeError:
+            raise
         except RecursionError:
             raise RatingEdgeError(f"profile {path}: nested too deeply") from None
         except Exception as e:  # noqa: BLE001 - yaml's errors
