@@ -188,6 +188,8 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
 
     meta = dict(pkg.meta)
     meta["precision"] = "int8"
+    # engines built on devices (engines.json) belong to the FP32 package; old-style ones were copied
+    meta["engines"] = [e for e in pkg.meta.get("engines", []) if e["file"] in pkg.meta["artifacts"]]
     meta["variants"] = {**pkg.meta.get("variants", {}), **variants}
     record = {"method": method, "gate": gate, "member_gate": member_gate, "verified_on": str(verify_set) if verify_set else "held-out", "quantizer": {"int8-qdq": "modelopt" if use_modelopt else
                                                             "onnxruntime", "int8-u8s8": "onnxruntime"},
