@@ -160,6 +160,9 @@ def _rule(err) -> str:
         return f"must be {err.validator_value!r}, got {_short(inst)}"
     if v in ("minItems", "maxItems"):
         return f"must hold {'at least' if v == 'minItems' else 'at most'} {err.validator_value} item(s)"
+    if v in ("oneOf", "anyOf"):
+        want = err.schema.get("description", "one of the allowed forms")
+        return f"must be {want}, got {_short(inst)}"
     if v == "pattern":
         return f"{_short(inst)} is not in the expected form"
     if v == "additionalProperties":

@@ -81,7 +81,7 @@ ENGINE = {
     },
 }
 
-BATCH = {"oneOf": [{"const": "dynamic"}, _int(1, 4096)]}
+BATCH = {"oneOf": [{"const": "dynamic"}, _int(1, 4096)], "description": "'dynamic' or an integer 1-4096"}
 
 PACKAGE = {
     "type": "object",
@@ -159,12 +159,15 @@ PROFILE = {
     "properties": {
         "name": {"type": ["string", "number"]},
         "frame_size": {"oneOf": [{"type": "null"}, {"type": "array", "items": _int(1, 1 << 15),
-                                                    "minItems": 2, "maxItems": 2}]},
+                                                    "minItems": 2, "maxItems": 2}],
+                       "description": "null or [W, H] with W, H >= 1"},
         "layout": {"enum": ["auto", "single", "dual"]},
-        "areas": {"oneOf": [{"type": "null"}, {"type": "array", "items": _BOX, "maxItems": 16}]},
+        "areas": {"oneOf": [{"type": "null"}, {"type": "array", "items": _BOX, "maxItems": 16}],
+                  "description": "null or a list of [x, y, w, h]"},
         "ui_regions": {"type": "array", "items": _BOX},
-        "roi": {"oneOf": [{"enum": ["doppler_box", "area"]}, _BOX]},
+        "roi": {"oneOf": [{"enum": ["doppler_box", "area"]}, _BOX],
+                "description": "'doppler_box', 'area' or [x, y, w, h]"},
         "detect": {"type": "object", "properties": _LAYOUT_NUMBERS, "additionalProperties": False},
-        "doppler": {"oneOf": [{"type": "null"}, DOPPLER]},
+        "doppler": {"oneOf": [{"type": "null"}, DOPPLER], "description": "null or Doppler thresholds"},
     },
 }

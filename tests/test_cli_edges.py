@@ -29,8 +29,7 @@ def _one_line_error(capsys, *needles):
     (["quantize", "{p}", "{p}", "{d}/q", "--holdout", "1"], "--holdout must be < 1"),
     (["build", "{p}", "--max-batch", "0"], "--max-batch must be >= 1"),
     (["evaluate", "{p}", "{d}", "--batch", "0"], "--batch must be >= 1"),
-    (["phantom", "dataset", "{d}/ds", "--n", "0"], "--n must be >= 1"),
-    (["phantom", "video", "{d}/v.mp4", "--fps", "nan"], "--fps must be a finite number"),
+    (["phantom", "video", "{d}/v.mp4", "--seconds", "nan"], "must be finite numbers"),
     (["distill", "{p}", "{d}/s", "--lr", "-1"], "--lr must be > 0"),
     (["plan", "{p}", "--device", "orin-nano", "--compute-eff", "2"], "--compute-eff must be <= 1"),
 ])

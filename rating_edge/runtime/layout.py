@@ -196,7 +196,10 @@ def load_profile(path) -> Profile:
         check_depth(d, path, "profile")
     if not isinstance(d, dict):
         raise RatingEdgeError(f"profile {path}: expected a mapping at the top level")
-    return Profile.from_dict(d)
+    try:
+        return Profile.from_dict(d)
+    except RatingEdgeError as e:  # name the file: "profile: areas[0]: ..." -> "profile p.yaml: areas[0]: ..."
+        raise RatingEdgeError(f"profile {path}:{str(e).split(':', 1)[1]}") from None
 
 
 def _scale_box(box, sx, sy):
