@@ -144,16 +144,12 @@ class Demo:
             self.results.append(StageResult(stage, time.perf_counter() - t0, True))
             return product
         print(f"[{stage}] running", flush=True)
-        tmp = product.with_name(product.name + ".tmp")
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        elif tmp.exists():
-            tmp.unlink()
-        product.parent.mkdir(parents=True, exist_ok=True)
-        build(tmp)
-        if not tmp.exists():
-            raise StageError(f"stage '{stage}' finished but wrote nothing at {tmp}")
-        tmp.rename(product)
+        from rating_edge.publish import publish
+
+        with publish(product, StageError) as tmp:
+            build(tmp)
+            if not tmp.exists():
+                raise StageError(f"stage '{stage}' finished but wrote nothing at {tmp}")
         self.results.append(StageResult(stage, time.perf_counter() - t0, False))
         return product
 

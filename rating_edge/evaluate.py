@@ -10,11 +10,11 @@ reproducible. The metric arithmetic is scikit-learn's.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from rating_edge.compare import finite_rows, kappa, kappa_from_confusion
 from rating_edge.errors import RatingEdgeError
 from rating_edge.scoring import score_probs
 
@@ -35,11 +35,8 @@ def _accuracy(y, g):
 
 
 def _kappa(y, g):
-    from sklearn.metrics import cohen_kappa_score
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a single grade in both: kappa is undefined (nan), not an error
-        return float(cohen_kappa_score(y, g, labels=GRADES, weights="linear"))
+    """Linear kappa by rating_edge.compare's definition (1.0 for perfect agreement on one grade only)."""
+    return kappa(y, g, "linear")
 
 
 def _youden(y, pred):
@@ -108,14 +105,11 @@ def weighted_metrics(w: np.ndarray, task_probs: dict, grades: dict, y: np.ndarra
                 pos = y[:, col] > t
                 out[f"auc/{module}/gt{t}"] = _weighted_auc(w, task_probs[module][:, t], pos)
         n = w.sum(1)
-        g = np.arange(4)
         for i, target in enumerate(TARGETS):
             onehot = ((y[:, i] * 4 + grades[target])[:, None] == np.arange(16)[None, :]).astype(np.float64)
             cm = (w @ onehot).reshape(-1, 4, 4)  # (B, true, pred)
             out[f"accuracy/{target}"] = np.trace(cm, axis1=1, axis2=2) / n
-            wm = np.abs(g[:, None] - g[None, :]).astype(np.float64)
-            expected = cm.sum(2)[:, :, None] * cm.sum(1)[:, None, :] / n[:, None, None]
-            out[f"kappa/{target}"] = 1 - (cm * wm).sum((1, 2)) / (expected * wm).sum((1, 2))
+            out[f"kappa/{target}"] = kappa_from_confusion(cm, "linear")
         for t in range(3):
             yt, pt = y[:, 2] > t, grades["combined"] > t
             tp, fn = w @ (yt & pt), w @ (yt & ~pt)
@@ -166,6 +160,10 @@ def evaluate_predictions(probs_dict: dict, labels, bootstrap: int = 1000, seed: 
                               f"got {sh_p.shape} and {vs_p.shape}")
     if len(y) < 1:
         raise RatingEdgeError("cannot evaluate on an empty dataset")
+    bad = int((~(finite_rows(sh_p) & finite_rows(vs_p))).sum())
+    if bad:  # the NaN/Inf rule of rating_edge.compare: such a model fails, it is not scored
+        raise RatingEdgeError(f"the model gave NaN or infinite probabilities on {bad} of {len(y)} pairs; "
+                              "it cannot be evaluated (check the package with `rating-edge verify`)")
     scored = score_probs(sh_p, vs_p)
     grades = {t: np.asarray(scored[t]) for t in TARGETS}
     task_probs = {"sh": sh_p.mean(axis=(1, 3)), "vs": vs_p.mean(axis=(1, 3))}  # (N, 3): mean over folds x seeds
@@ -222,7 +220,6 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
     if batch < 1:
         raise RatingEdgeError("--batch must be at least 1")
     kind = model_kind(model)
-    records = read_labels(data_dir)
     if kind == "package":
         from rating_edge.package import load_package
         from rating_edge.infer import make_runner
@@ -256,6 +253,7 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
     outs = {"sh_prob": [], "vs_prob": []}
     labels = []
     try:
+        records = read_labels(data_dir)
         for i in range(0, len(records), batch):
             chunk = records[i:i + batch]
             gs, dop, lab, _ = load_arrays(data_dir, params, chunk)

@@ -45,7 +45,7 @@ def test_cached_stage_publishes_atomically_and_is_reused(tmp_path):
         (tmp / "f").write_text("x")
 
     p = d.cached_stage("data", d.cache / "data", build)
-    assert (p / "f").read_text() == "x" and not p.with_name("data.tmp").exists()
+    assert (p / "f").read_text() == "x" and not p.with_name(".data.partial").exists()
     d.cached_stage("data", d.cache / "data", build)
     assert len(calls) == 1
     assert [r.cached for r in d.results] == [False, True]

@@ -62,8 +62,10 @@ def test_unsupported_opset_names_the_range(ckpt, tmp_path, opset):
 
 
 def test_output_exists(ckpt, tmp_path):
+    """The output-folder rule (docs/hardening-packages.md): a non-empty folder is refused."""
     (tmp_path / "out").mkdir()
-    with pytest.raises(RatingEdgeError, match="already exists"):
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(RatingEdgeError, match="exists and is not empty"):
         export_package(ckpt, tmp_path / "out")
 
 
@@ -81,6 +83,6 @@ def test_cli_export_prints_next_command_and_errors_are_one_line(ckpt, tmp_path, 
     assert f"rating-edge verify {tmp_path / 'pkg'} --reference {ckpt}" in err
     assert (tmp_path / "pkg" / "model.json").is_file()
     assert main(["export", str(ckpt), str(tmp_path / "pkg")]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "exists and is not empty" in capsys.readouterr().err
     assert main(["export", str(ckpt), str(tmp_path / "p2"), "--opset", "9"]) == 2
     assert "13 to 21" in capsys.readouterr().err

@@ -1,9 +1,7 @@
-import json
 
-import numpy as np
 import pytest
 
-from rating_edge.errors import PackageError, RatingEdgeError
+from rating_edge.errors import PackageError
 from rating_edge.package import load_package, write_model_json
 from rating_edge.preprocess import PreprocessParams
 from rating_edge.spec import preset

@@ -1,7 +1,6 @@
 """INT8 quantization: both forms from one calibration, the gate, and its refusals."""
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path

@@ -275,7 +275,7 @@ def test_snapshot_key_without_a_folder_uses_the_default(tmp_path, phantom_mp4, m
 def test_overlay_drawn_in_place_never_reaches_the_engine(phantom_mp4, monkeypatch, every_pair):
     """The run loop draws on each captured frame; the engine must still get exactly the preprocessing of
     the frames as decoded (GS images held across frames and pairs scored by the worker included)."""
-    from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+    from rating_edge.preprocess import prepare_doppler, prepare_gs
     from rating_edge.runtime.worker import Scorer
 
     mp4, truth = phantom_mp4

@@ -22,7 +22,7 @@ def test_identical_outputs_pass_every_gate():
     assert rep["pairs"] == 6
     assert all(o["max_abs_diff"] == 0 for o in rep["outputs"].values())
     assert rep["min_network_agreement"] == 1.0 and len(rep["network_agreement"]) == 60
-    assert all(rep["grades"][g] == {"agreement": 1.0, "kappa_linear": 1.0} for g in ("sh", "vs", "combined"))
+    assert all(rep["grades"][g] == {"agreement": 1.0, "kappa_linear": 1.0, "kappa_quadratic": 1.0} for g in ("sh", "vs", "combined"))
     assert rep["outputs"]["heat_gs"]["corr_min"] == pytest.approx(1.0)
     assert apply_gates(rep, Gates()) == []
 
@@ -110,7 +110,7 @@ def test_default_gates_follow_what_the_package_promises():
     assert default_gates(int8)[0] == Gates()  # the INT8 package's default graphs are its FP32 ones
     g, why = default_gates(int8, "int8-u8s8")
     assert (g.min_grade_agreement, g.min_network_agreement) == (0.985, 0.9) and "0.985" in why
-    rep = {"outputs": {"sh_prob": {"max_abs_diff": 0.3}, "heat_gs": {"corr_min": 0.2}},
+    rep = {"pairs": 10, "outputs": {"sh_prob": {"max_abs_diff": 0.3}, "heat_gs": {"corr_min": 0.2}},
            "grades": {k: {"agreement": 0.99} for k in ("sh", "vs", "combined")},
            "min_network_agreement": 0.95, "network_agreement": {"n": 0.95}}
     assert apply_gates(rep, g) == []  # INT8-sized differences pass ...

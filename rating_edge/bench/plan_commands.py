@@ -33,6 +33,12 @@ def register(app: typer.Typer) -> None:
 
         if device not in DEVICES:
             raise RatingEdgeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        from rating_edge.cli_checks import check_count, check_fraction, check_range
+
+        check_fraction("--compute-eff", compute_eff, lo_open=True)
+        check_fraction("--memory-eff", memory_eff, lo_open=True)
+        check_range("--launch-us", launch_us, 0.0, 1e6)
+        check_count("--backbones", backbones)
         if (package is None) == (preset is None):
             raise RatingEdgeError("give a package folder, or --preset paper|tiny for the ensemble structure")
         count = None

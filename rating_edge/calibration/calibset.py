@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from rating_edge.errors import CalibrationError
-from rating_edge.package import sha256_file
+from rating_edge.package import resolve_inside, sha256_file
+from rating_edge.publish import publish, require_new_folder
+from rating_edge.schemas import CALIB
 from rating_edge.preprocess import PreprocessParams
 from rating_edge.manifest import read_manifest_json
 
@@ -148,9 +150,15 @@ def write_calib(out, gs: np.ndarray, doppler: np.ndarray, labels, params: Prepro
     problems = content_problems(gs, doppler)
     if problems:
         raise CalibrationError(f"refusing to write calibration set {out}: " + "; ".join(problems))
-    if out.exists() and any(out.iterdir()):
-        raise CalibrationError(f"{out} exists and is not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    require_new_folder(out, CalibrationError)
+    with publish(out, CalibrationError) as stage:
+        stage.mkdir()
+        _write_shards(stage, gs, doppler, labels, params, source, shard_size)
+    return out / MANIFEST
+
+
+def _write_shards(out: Path, gs, doppler, labels, params, source, shard_size) -> None:
+    n = len(gs)
     shards = []
     for i, s in enumerate(range(0, n, shard_size)):
         name = f"shard-{i:05d}.npz"
@@ -168,7 +176,6 @@ def write_calib(out, gs: np.ndarray, doppler: np.ndarray, labels, params: Prepro
                              "max": float(dfrac.max()), "with_signal": int((dfrac > 0.002).sum())},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return out / MANIFEST
 
 
 def _hist(v) -> list[int]:
@@ -190,8 +197,8 @@ def load_calib(path, params: PreprocessParams | None = None, warn_small: bool = 
     mf = path / MANIFEST
     if not mf.is_file():
         raise CalibrationError(f"{path}: not a calibration set (no {MANIFEST}); make one with `rating-edge calib collect`")
-    manifest = read_manifest_json(mf, FORMAT, "calibration set", CalibrationError)
-    if not manifest.get("shards") or int(manifest.get("count", 0)) == 0:
+    manifest = read_manifest_json(mf, FORMAT, "calibration set", CalibrationError, CALIB)
+    if not manifest["shards"] or int(manifest["count"]) == 0:
         raise CalibrationError(f"{path}: the calibration set is empty")
     if params is not None:
         mine = PreprocessParams.from_dict(manifest["preprocess"]).to_dict()
@@ -204,7 +211,7 @@ def load_calib(path, params: PreprocessParams | None = None, warn_small: bool = 
     size = int(manifest["input_size"])
     gs, dop, lab = [], [], []
     for sh in manifest["shards"]:
-        p = path / sh["file"]
+        p = resolve_inside(path, sh["file"], CalibrationError, "shard")
         if not p.is_file():
             raise CalibrationError(f"{path}: shard {sh['file']} is missing")
         if sha256_file(p) != sh["sha256"]:

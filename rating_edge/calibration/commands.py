@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from rating_edge.cli_checks import check_count, check_fraction, check_range
 from rating_edge.errors import RatingEdgeError
 
 console = Console(stderr=True)
@@ -48,6 +49,10 @@ def collect_cmd(
     chosen = [x is not None for x in (source, dataset, phantom)]
     if sum(chosen) != 1:
         raise RatingEdgeError("give exactly one of --source, --dataset or --phantom")
+    check_count("--phantom", phantom)
+    check_count("--max", max_pairs)
+    check_count("--input-size", input_size, 32, 4096)
+    check_count("--seed", seed, 0)
     params = _params_for(package, input_size)
     if phantom is not None:
         n = min(phantom, max_pairs) if max_pairs else phantom
@@ -87,7 +92,13 @@ def quantize_cmd(
 ):
     """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8) from one calibration, gated against FP32."""
     from rating_edge.calibration.quantize import GateRefused, print_report, quantize_package, report_json
+    from rating_edge.publish import write_report
 
+    check_fraction("--gate", gate, lo_open=True)
+    check_fraction("--member-gate", member_gate)
+    check_range("--holdout", holdout, 0.0, 1.0, lo_open=True, hi_open=True)
+    if report is not None and report.is_dir():
+        raise RatingEdgeError(f"--report {report} is a folder; give a file name")
     def log(msg):
         console.print(msg, markup=False, highlight=False)
 
@@ -97,11 +108,11 @@ def quantize_cmd(
                                verify_set=verify, member_gate=member_gate, log=log)
     except GateRefused as e:
         if report is not None:
-            report.write_text(report_json(e.report))
+            write_report(report, report_json(e.report), "--report")
         raise
     print_report(rec, log)
     if report is not None:
-        report.write_text(report_json(rec))
+        write_report(report, report_json(rec), "--report")
     console.print(f"[green]wrote[/] {out} (precision int8; variants int8-qdq for TensorRT, int8-u8s8 for "
                   "ONNX Runtime)")
     console.print(f"next: rating-edge bench {out}   or on the target: rating-edge build {out} --precision int8")
@@ -115,9 +126,12 @@ def build_cmd(
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Read/update this timing cache file."),
     max_batch: int = typer.Option(1, "--max-batch", help="Largest batch of the optimization profile (dynamic packages)."),
 ):
-    """Build a TensorRT engine on this machine and record it in the package's model.json."""
+    """Build a TensorRT engine on this machine and record it in the package's engines.json."""
     from rating_edge.calibration.trt_build import build_engine
 
+    check_count("--dla-core", dla_core, 0)
+    check_count("--workspace", workspace)
+    check_count("--max-batch", max_batch, 1, 4096)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         rec = build_engine(pkg, precision=precision, dla_core=dla_core, workspace_mb=workspace,

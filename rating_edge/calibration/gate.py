@@ -9,32 +9,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from rating_edge.scoring import score_probs
+from rating_edge.compare import HEAT_KEYS, PROB_KEYS, finite_rows, grade_report, heat_correlation, member_agreement
 from rating_edge.spec import network_id
 
 
 def agreement_report(ref: dict, test: dict, spec) -> dict:
-    r, t = score_probs(ref["sh_prob"], ref["vs_prob"]), score_probs(test["sh_prob"], test["vs_prob"])
-    n = int(ref["sh_prob"].shape[0])
+    """Agreement of `test` with `ref` by the definitions of rating_edge.compare (NaN/Inf rule included)."""
+    n = int(np.asarray(ref["sh_prob"]).shape[0])
+    g = grade_report(ref, test)
+    agree = member_agreement(ref, test)
     members = []
     for module in ("sh", "vs"):
-        a, b = ref[f"{module}_prob"], test[f"{module}_prob"]
+        a, b = np.asarray(ref[f"{module}_prob"], np.float64), np.asarray(test[f"{module}_prob"], np.float64)
         for f in range(spec.folds):
             for task in range(spec.tasks):
                 for s in range(spec.seeds):
-                    pa, pb = a[:, f, task, s], b[:, f, task, s]
+                    d = np.abs(a[:, f, task, s] - b[:, f, task, s])
                     members.append({"network": network_id(f, module, task, s),
-                                    "agreement": float(np.mean((pa > 0.5) == (pb > 0.5))),
-                                    "max_abs_diff": float(np.max(np.abs(pa - pb)))})
-    models = [{"fold": f,
-               "sh_agreement": float(np.mean(r["sh_models"][:, f] == t["sh_models"][:, f])),
-               "vs_agreement": float(np.mean(r["vs_models"][:, f] == t["vs_models"][:, f]))}
+                                    "agreement": float(agree[module][f, task, s]),
+                                    "max_abs_diff": float(np.max(d)) if np.isfinite(d).all() else float("inf")})
+    models = [{"fold": f, "sh_agreement": g["per_fold"]["sh"][f] if "per_fold" in g else 0.0,
+               "vs_agreement": g["per_fold"]["vs"][f] if "per_fold" in g else 0.0}
               for f in range(spec.folds)]
     rep = {
         "pairs": n,
-        "combined_agreement": float(np.mean(r["combined"] == t["combined"])),
-        "sh_agreement": float(np.mean(r["sh"] == t["sh"])),
-        "vs_agreement": float(np.mean(r["vs"] == t["vs"])),
+        "combined_agreement": g["combined"]["agreement"],
+        "sh_agreement": g["sh"]["agreement"],
+        "vs_agreement": g["vs"]["agreement"],
+        "combined_kappa_linear": g["combined"]["kappa_linear"],
         "member_agreement_min": min(m["agreement"] for m in members),
         "member_agreement_mean": float(np.mean([m["agreement"] for m in members])),
         "max_abs_prob_diff": max(m["max_abs_diff"] for m in members),
@@ -44,19 +46,14 @@ def agreement_report(ref: dict, test: dict, spec) -> dict:
     # NaN/Inf anywhere in a pair's outputs (a scale that lost an epsilon, an overflow) fails that pair
     # outright: a NaN heatmap would otherwise read as "no correlation to measure"
     bad = np.zeros(n, bool)
-    for k, v in test.items():
-        v = np.asarray(v)
-        if v.ndim and v.shape[0] == n and np.issubdtype(v.dtype, np.floating):
-            bad |= ~np.isfinite(v.reshape(n, -1)).all(axis=1)
+    for k in PROB_KEYS + HEAT_KEYS:
+        if k in test:
+            bad |= ~finite_rows(test[k])
     rep["nonfinite_pairs"] = int(bad.sum())
-    for k in ("heat_gs", "heat_doppler"):
+    for k in HEAT_KEYS:
         if k in ref and k in test:
-            x, y = ref[k].reshape(n, -1).astype(np.float64), test[k].reshape(n, -1).astype(np.float64)
-            x, y = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
-            den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
-            corr = np.where(den > 0, (x * y).sum(1) / np.maximum(den, 1e-30), 1.0)
-            corr = np.where(np.isfinite(y).all(axis=1), corr, 0.0)
-            rep[f"{k}_corr_min"] = float(corr.min())
+            c = heat_correlation(ref[k], test[k])
+            rep[f"{k}_corr_min"] = float(np.nanmin(c)) if np.isfinite(c).any() else 0.0
     return rep
 
 

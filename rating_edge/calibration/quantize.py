@@ -22,6 +22,7 @@ from rating_edge.calibration.qonnx import (METHODS, QUANT_OPS, graph_inputs, mod
                                            quantize_ort)
 from rating_edge.errors import CalibrationError, PackageError
 from rating_edge.package import Package, load_package, write_model_json
+from rating_edge.publish import publish, require_new_folder
 
 # U8S8 first: it quantizes more operator types, so its calibration pass records every tensor range
 # that the Q/DQ form then reads from the same cache.
@@ -82,8 +83,7 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
     if pkg.meta.get("precision", "fp32") != "fp32":
         raise PackageError(f"{pkg.path}: precision is {pkg.meta.get('precision')}; quantize an FP32 package")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise CalibrationError(f"{out} exists and is not empty; choose a new folder")
+    require_new_folder(out, CalibrationError)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cs = load_calib(calib_path, pkg.preprocess)
@@ -106,105 +106,104 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
     log(f"calibrating on {len(cal)} pairs, gate on {len(held)} held-out pairs ({method}; "
         f"Q/DQ by {'ModelOpt' if use_modelopt else 'ONNX Runtime'})")
 
-    stage = out.parent / f".{out.name}.partial"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    try:
-        _copy_package(pkg, stage)
-        ref = _infer(pkg, None, held)
-        graphs = pkg.graphs()
-        per_graph = []
-        for rec in graphs:
-            src = stage / rec["file"]
-            nodes = _quant_nodes(src)
-            user_ex = sorted({n for n in nodes for p in exclude if fnmatch.fnmatchcase(n, p)})
-            feeds = {k: (cal.gs if k == "gs" else cal.doppler) for k in graph_inputs(src)}
-            per_graph.append({"rec": rec, "src": src, "nodes": nodes, "exclude": user_ex, "feeds": feeds,
-                              "cache": stage / "calibration" / (Path(rec["file"]).stem + ".ranges.json")})
-        total = sum(len(g["nodes"]) for g in per_graph)
-        extra: list[tuple[int, str]] = []  # (graph index, node) kept FP32 by the fallback
-        sensitivity = None
-        rounds = []
-        for step in (0.0,) + (FALLBACK_STEPS if fallback else ()):
-            if step and sensitivity is None:
-                sensitivity = _sensitivity(per_graph, stage, held)
-            if step:
-                k = max(1, math.ceil(step * total))
-                extra = [(g, d["node"]) for g, d in sensitivity[:k]]
-            reports, variants = {}, {}
-            for vname, form in FORMS.items():
-                recs = []
-                for gi, g in enumerate(per_graph):
-                    ex = g["exclude"] + [n for gj, n in extra if gj == gi]
-                    rel = f"{vname}/{g['rec']['file']}"
-                    dst = stage / rel
-                    if dst.exists():
-                        dst.unlink()
-                    if form == "qdq" and use_modelopt:
-                        quantize_modelopt(g["src"], dst, g["feeds"], method, ex)
-                    else:
-                        quantize_ort(g["src"], dst, form, g["feeds"], method, g["cache"], ex)
-                    recs.append({**g["rec"], "file": rel})
-                variants[vname] = recs
-                cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
-                reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec)
-            worst = min(r["combined_agreement"] for r in reports.values())
-            members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
-                                                    for r in reports.values())
-            finite_ok = all(r["nonfinite_pairs"] == 0 for r in reports.values())
-            rounds.append({"fp32_layers": len(extra), "combined_agreement": {v: r["combined_agreement"]
-                                                                            for v, r in reports.items()}})
-            log(f"  {len(extra)} extra layer(s) kept FP32: combined agreement "
-                + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items()))
-            if worst >= gate and members_ok and finite_ok:
-                break
-        else:
-            if sensitivity is None:
-                sensitivity = _sensitivity(per_graph, stage, held)
-            top = [f"{per_graph[g]['rec']['file']}:{d['node']} (adds {d['added_error']:.3f} rel. error)"
-                   for g, d in sensitivity[:8]]
-            bad = min(reports.items(), key=lambda kv: kv[1]["combined_agreement"])
-            members = ", ".join(f"{m['network']} {m['agreement']:.2f}" for m in worst_members(bad[1]))
-            why = ("even with the most sensitive layers kept in FP32" if fallback else "(fallback disabled)")
-            if not finite_ok:
-                bad = max(reports.items(), key=lambda kv: kv[1]["nonfinite_pairs"])
-                what = f"{bad[0]} gave NaN or infinite outputs on {bad[1]['nonfinite_pairs']} pairs"
-            elif worst >= gate:  # the combined score held; a member did not
-                bad = min(reports.items(), key=lambda kv: kv[1]["member_agreement_min"])
-                what = (f"member agreement {bad[1]['member_agreement_min']:.3f} ({bad[0]}) is below the member "
-                        f"gate {member_gate}")
-            else:
-                what = (f"combined-score agreement {bad[1]['combined_agreement']:.3f} ({bad[0]}) is below "
-                        f"the gate {gate}")
-            raise GateRefused(
-                f"INT8 refused: {what} on {len(held)} held-out pairs {why}. Most sensitive layers: {'; '.join(top)}. "
-                f"Worst members: {members}. Check the calibration set (same preprocessing, real images, "
-                ">= 300 pairs) or keep layers FP32 with --exclude PATTERN",
-                {"rounds": rounds, "reports": reports, "sensitivity": _named(sensitivity, per_graph)[:20]})
+    with publish(out, CalibrationError) as stage:
+        stage.mkdir()
+        return _quantize_into(stage, pkg, cs, cal, held, calib_path, method, exclude, gate, fallback, member_gate,
+                              use_modelopt, verify_set, log)
 
-        meta = dict(pkg.meta)
-        meta["precision"] = "int8"
-        meta["variants"] = {**pkg.meta.get("variants", {}), **variants}
-        record = {"method": method, "gate": gate, "member_gate": member_gate, "verified_on": str(verify_set) if verify_set else "held-out", "quantizer": {"int8-qdq": "modelopt" if use_modelopt else
-                                                                "onnxruntime", "int8-u8s8": "onnxruntime"},
-                  "calibration": {"path": str(calib_path), "pairs": len(cal), "held_out": len(held),
-                                  "source": cs.manifest.get("source")},
-                  "exclude_patterns": list(exclude), "fp32_layers": [f"{per_graph[g]['rec']['file']}:{n}"
-                                                                      for g, n in extra],
-                  "quantized_layers": total - len(extra) - sum(len(g["exclude"]) for g in per_graph),
-                  "rounds": rounds, "reports": reports, "source_package": pkg.model_hash}
-        meta["quantization"] = record
-        files = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p != stage / "model.json"]
-        meta["artifacts"] = {}
-        write_model_json(stage, meta, files)
-        if out.exists():
-            out.rmdir()
-        stage.rename(out)
-        return record
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+
+def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held: CalibSet, calib_path, method,
+                   exclude, gate, fallback, member_gate, use_modelopt, verify_set, log) -> dict:
+    _copy_package(pkg, stage)
+    ref = _infer(pkg, None, held)
+    graphs = pkg.graphs()
+    per_graph = []
+    for rec in graphs:
+        src = stage / rec["file"]
+        nodes = _quant_nodes(src)
+        user_ex = sorted({n for n in nodes for p in exclude if fnmatch.fnmatchcase(n, p)})
+        feeds = {k: (cal.gs if k == "gs" else cal.doppler) for k in graph_inputs(src)}
+        per_graph.append({"rec": rec, "src": src, "nodes": nodes, "exclude": user_ex, "feeds": feeds,
+                          "cache": stage / "calibration" / (Path(rec["file"]).stem + ".ranges.json")})
+    total = sum(len(g["nodes"]) for g in per_graph)
+    extra: list[tuple[int, str]] = []  # (graph index, node) kept FP32 by the fallback
+    sensitivity = None
+    rounds = []
+    for step in (0.0,) + (FALLBACK_STEPS if fallback else ()):
+        if step and sensitivity is None:
+            sensitivity = _sensitivity(per_graph, stage, held)
+        if step:
+            k = max(1, math.ceil(step * total))
+            extra = [(g, d["node"]) for g, d in sensitivity[:k]]
+        reports, variants = {}, {}
+        for vname, form in FORMS.items():
+            recs = []
+            for gi, g in enumerate(per_graph):
+                ex = g["exclude"] + [n for gj, n in extra if gj == gi]
+                rel = f"{vname}/{g['rec']['file']}"
+                dst = stage / rel
+                if dst.exists():
+                    dst.unlink()
+                if form == "qdq" and use_modelopt:
+                    quantize_modelopt(g["src"], dst, g["feeds"], method, ex)
+                else:
+                    quantize_ort(g["src"], dst, form, g["feeds"], method, g["cache"], ex)
+                recs.append({**g["rec"], "file": rel})
+            variants[vname] = recs
+            cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
+            reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec)
+        worst = min(r["combined_agreement"] for r in reports.values())
+        members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
+                                                for r in reports.values())
+        finite_ok = all(r["nonfinite_pairs"] == 0 for r in reports.values())
+        rounds.append({"fp32_layers": len(extra), "combined_agreement": {v: r["combined_agreement"]
+                                                                        for v, r in reports.items()}})
+        log(f"  {len(extra)} extra layer(s) kept FP32: combined agreement "
+            + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items()))
+        if worst >= gate and members_ok and finite_ok:
+            break
+    else:
+        if sensitivity is None:
+            sensitivity = _sensitivity(per_graph, stage, held)
+        top = [f"{per_graph[g]['rec']['file']}:{d['node']} (adds {d['added_error']:.3f} rel. error)"
+               for g, d in sensitivity[:8]]
+        bad = min(reports.items(), key=lambda kv: kv[1]["combined_agreement"])
+        members = ", ".join(f"{m['network']} {m['agreement']:.2f}" for m in worst_members(bad[1]))
+        why = ("even with the most sensitive layers kept in FP32" if fallback else "(fallback disabled)")
+        if not finite_ok:
+            bad = max(reports.items(), key=lambda kv: kv[1]["nonfinite_pairs"])
+            what = f"{bad[0]} gave NaN or infinite outputs on {bad[1]['nonfinite_pairs']} pairs"
+        elif worst >= gate:  # the combined score held; a member did not
+            bad = min(reports.items(), key=lambda kv: kv[1]["member_agreement_min"])
+            what = (f"member agreement {bad[1]['member_agreement_min']:.3f} ({bad[0]}) is below the member "
+                    f"gate {member_gate}")
+        else:
+            what = (f"combined-score agreement {bad[1]['combined_agreement']:.3f} ({bad[0]}) is below "
+                    f"the gate {gate}")
+        raise GateRefused(
+            f"INT8 refused: {what} on {len(held)} held-out pairs {why}. Most sensitive layers: {'; '.join(top)}. "
+            f"Worst members: {members}. Check the calibration set (same preprocessing, real images, "
+            ">= 300 pairs) or keep layers FP32 with --exclude PATTERN",
+            {"rounds": rounds, "reports": reports, "sensitivity": _named(sensitivity, per_graph)[:20]})
+
+    meta = dict(pkg.meta)
+    meta["precision"] = "int8"
+    # engines built on devices (engines.json) belong to the FP32 package; old-style ones were copied
+    meta["engines"] = [e for e in pkg.meta.get("engines", []) if e["file"] in pkg.meta["artifacts"]]
+    meta["variants"] = {**pkg.meta.get("variants", {}), **variants}
+    record = {"method": method, "gate": gate, "member_gate": member_gate, "verified_on": str(verify_set) if verify_set else "held-out", "quantizer": {"int8-qdq": "modelopt" if use_modelopt else
+                                                            "onnxruntime", "int8-u8s8": "onnxruntime"},
+              "calibration": {"path": str(calib_path), "pairs": len(cal), "held_out": len(held),
+                              "source": cs.manifest.get("source")},
+              "exclude_patterns": list(exclude), "fp32_layers": [f"{per_graph[g]['rec']['file']}:{n}"
+                                                                  for g, n in extra],
+              "quantized_layers": total - len(extra) - sum(len(g["exclude"]) for g in per_graph),
+              "rounds": rounds, "reports": reports, "source_package": pkg.model_hash}
+    meta["quantization"] = record
+    files = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p != stage / "model.json"]
+    meta["artifacts"] = {}
+    write_model_json(stage, meta, files)
+    return record
 
 
 def _sensitivity(per_graph, stage: Path, held: CalibSet) -> list[tuple[int, dict]]:

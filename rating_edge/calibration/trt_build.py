@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from rating_edge.errors import PackageError, RatingEdgeError
-from rating_edge.package import load_package, write_model_json
 from rating_edge.infer.loaders import machine_key, trt_major
+from rating_edge.package import ENGINES_FILE, engine_key, load_package, write_engines_json
+from rating_edge.publish import publish_bytes
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -130,74 +131,114 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
     _check_dla(precision, dla_core, builder.num_DLA_cores if dla_core is not None else 0)
     batches = _batch_range(pkg.meta, max_batch)
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
-    new_records, extra_files = [], []
-    for rec in graphs:
-        onnx_rel = rec["file"]
-        onnx_path = pkg.file(onnx_rel)
-        if plan["convert_fp16"]:
-            fp16_rel = f"engines/fp16/{Path(onnx_rel).name}"
-            log(f"converting {onnx_rel} to FP16 for TensorRT {trt.__version__}'s strongly typed network")
-            convert_fp16(onnx_path, pkg.file(fp16_rel))
-            extra_files += [str(p.relative_to(pkg.path)) for p in pkg.file(fp16_rel).parent.iterdir() if p.is_file()]
-            onnx_path = pkg.file(fp16_rel)
-        # No creation flags: TensorRT 10 networks are always explicit-batch (EXPLICIT_BATCH is
-        # deprecated and ignored) and weakly typed here (precision from builder flags); TensorRT 11
-        # networks are always strongly typed (STRONGLY_TYPED is deprecated and ignored there).
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise PackageError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:500]}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-        for f in plan["flags"]:
-            config.set_flag(getattr(trt.BuilderFlag, f))
-        if dla_core is not None:
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = int(dla_core)
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # grouped convs, Grad-CAM ops etc. run on the GPU
-        profile = builder.create_optimization_profile()
-        dynamic = False
-        for i in range(network.num_inputs):
-            inp = network.get_input(i)
-            shapes = _input_profile(inp.name, inp.shape, batches)
-            if shapes is not None:
-                profile.set_shape(inp.name, *shapes)
-                dynamic = True
-        if dynamic and config.add_optimization_profile(profile) < 0:
-            raise RatingEdgeError(f"TensorRT rejected the optimization profile for {onnx_rel} (batch {batches})")
-        max_b = batches[2] if dynamic else int(network.get_input(0).shape[0])
-        cache = _attach_timing_cache(config, cache_bytes, log)
-        t0 = time.perf_counter()
-        log(f"building {precision} engine for {onnx_rel} on {key['gpu']} (TensorRT {key['trt_version']}, "
-            f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])})")
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RatingEdgeError(f"TensorRT failed to build an engine for {onnx_rel} (see the TensorRT log above)")
-        cache_bytes = bytes(config.get_timing_cache().serialize())
-        del cache  # held until here: the attached cache must outlive the build
-        rel = engine_name(onnx_rel, precision, key, dla_core)
-        pkg.file(rel).parent.mkdir(parents=True, exist_ok=True)
-        pkg.file(rel).write_bytes(bytes(serialized))
-        new_records.append({
-            "file": rel, **key, "precision": precision, "kind": rec.get("kind", "fused"),
-            **({"network": rec["network"]} if "network" in rec else {}),
-            "onnx": onnx_rel, "onnx_sha256": pkg.meta["artifacts"][onnx_rel]["sha256"],
-            "variant": plan["variant"] or "default", "strongly_typed": plan["strongly_typed"],
-            "trt_flags": plan["flags"], "dla_core": dla_core, "workspace_mb": workspace_mb,
-            "max_batch": max_b, "build_s": round(time.perf_counter() - t0, 1),
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+    # What earlier builds recorded in engines.json (model.json's own engines are from before it existed)
+    listed = set(pkg.meta["artifacts"])
+    old = [{k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in pkg.meta.get("engines", [])
+           if e["file"] not in listed]
+    old_files = _previous_files(pkg.path, listed)
+    new_records, extra_files, written = [], [], []
+    try:
+        for rec in graphs:
+            onnx_rel = rec["file"]
+            onnx_path = pkg.file(onnx_rel)
+            if plan["convert_fp16"]:
+                fp16_rel = _fresh(f"engines/fp16/{Path(onnx_rel).name}", listed)
+                log(f"converting {onnx_rel} to FP16 for TensorRT {trt.__version__}'s strongly typed network")
+                written.append(fp16_rel)
+                convert_fp16(onnx_path, pkg.file(fp16_rel))
+                extra_files += [str(p.relative_to(pkg.path)) for p in pkg.file(fp16_rel).parent.iterdir() if p.is_file()]
+                onnx_path = pkg.file(fp16_rel)
+            # No creation flags: TensorRT 10 networks are always explicit-batch (EXPLICIT_BATCH is
+            # deprecated and ignored) and weakly typed here (precision from builder flags); TensorRT 11
+            # networks are always strongly typed (STRONGLY_TYPED is deprecated and ignored there).
+            network = builder.create_network(0)
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse_from_file(str(onnx_path)):
+                errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise PackageError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:500]}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+            for f in plan["flags"]:
+                config.set_flag(getattr(trt.BuilderFlag, f))
+            if dla_core is not None:
+                config.default_device_type = trt.DeviceType.DLA
+                config.DLA_core = int(dla_core)
+                config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # grouped convs, Grad-CAM ops etc. run on the GPU
+            profile = builder.create_optimization_profile()
+            dynamic = False
+            for i in range(network.num_inputs):
+                inp = network.get_input(i)
+                shapes = _input_profile(inp.name, inp.shape, batches)
+                if shapes is not None:
+                    profile.set_shape(inp.name, *shapes)
+                    dynamic = True
+            if dynamic and config.add_optimization_profile(profile) < 0:
+                raise RatingEdgeError(f"TensorRT rejected the optimization profile for {onnx_rel} (batch {batches})")
+            max_b = batches[2] if dynamic else int(network.get_input(0).shape[0])
+            cache = _attach_timing_cache(config, cache_bytes, log)
+            t0 = time.perf_counter()
+            log(f"building {precision} engine for {onnx_rel} on {key['gpu']} (TensorRT {key['trt_version']}, "
+                f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])})")
+            serialized = builder.build_serialized_network(network, config)
+            if serialized is None:
+                raise RatingEdgeError(f"TensorRT failed to build an engine for {onnx_rel} (see the TensorRT log above)")
+            cache_bytes = bytes(config.get_timing_cache().serialize())
+            del cache  # held until here: the attached cache must outlive the build
+            rel = _fresh(engine_name(onnx_rel, precision, key, dla_core), listed)
+            written.append(rel)
+            pkg.file(rel).parent.mkdir(parents=True, exist_ok=True)
+            publish_bytes(pkg.file(rel), bytes(serialized))
+            new_records.append({
+                "file": rel, **key, "precision": precision, "kind": rec.get("kind", "fused"),
+                **({"network": rec["network"]} if "network" in rec else {}),
+                "onnx": onnx_rel, "onnx_sha256": pkg.meta["artifacts"][onnx_rel]["sha256"],
+                "variant": plan["variant"] or "default", "strongly_typed": plan["strongly_typed"],
+                "trt_flags": plan["flags"], "dla_core": dla_core, "workspace_mb": workspace_mb,
+                "max_batch": max_b, "build_s": round(time.perf_counter() - t0, 1),
+                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            })
+    except BaseException:
+        _roll_back(pkg.path, written, old, old_files)
+        raise
     if timing_cache:
-        Path(timing_cache).write_bytes(cache_bytes)
+        publish_bytes(Path(timing_cache), cache_bytes)
     # Replace earlier engines of the same precision for this machine; keep the others (other GPUs).
-    same = {(r["precision"], r["gpu"], r["compute_capability"], r["trt_version"], r.get("dla_core"))
-            for r in new_records}
-    kept = [e for e in pkg.meta.get("engines", [])
-            if (e.get("precision"), e.get("gpu"), str(e.get("compute_capability")), e.get("trt_version"),
-                e.get("dla_core")) not in same]
-    meta = dict(pkg.meta)
-    meta["engines"] = kept + new_records
-    meta["artifacts"] = {k: v for k, v in meta["artifacts"].items() if (pkg.path / k).is_file()}
-    write_model_json(pkg.path, meta, extra_files + [r["file"] for r in new_records])
+    # They go to engines.json, so model.json (and the model hash shown and logged) stays as exported.
+    same = {engine_key(r) for r in new_records}
+    kept = [e for e in old if engine_key(e) not in same and (pkg.path / e["file"]).is_file()]
+    files = sorted({f for f in extra_files if f not in listed} | set(old_files))
+    write_engines_json(pkg.path, kept + new_records, [f for f in files if (pkg.path / f).is_file()])
     return new_records[0]
+
+
+def _previous_files(folder: Path, listed: set) -> list[str]:
+    """Files an earlier build recorded in engines.json (FP16 graphs) that are still there."""
+    import json
+
+    p = folder / ENGINES_FILE
+    if not p.exists():
+        return []
+    files = json.loads(p.read_text()).get("files", {})  # validated by load_package above
+    return [f for f in files if f not in listed and (folder / f).is_file()]
+
+
+def _fresh(rel: str, listed: set) -> str:
+    """`rel`, or a new name beside it when model.json (an old-style package) lists a file of that name:
+    a listed file is never overwritten, or the package would fail its own hash check."""
+    if rel not in listed:
+        return rel
+    p = Path(rel)
+    return str(p.with_name(f"{p.stem}-rebuilt{p.suffix}"))
+
+
+def _roll_back(folder: Path, written: list, old: list, old_files: list) -> None:
+    """A failed build removes what it wrote, so the package holds no unlisted file and stays loadable;
+    earlier engines it overwrote are dropped from engines.json (it is rewritten without them)."""
+    for rel in written:
+        (folder / rel).unlink(missing_ok=True)
+        if rel.startswith("engines/fp16"):
+            data = (folder / rel).with_name(Path(rel).name + ".data")
+            data.unlink(missing_ok=True)
+    if (folder / ENGINES_FILE).exists():
+        keep = [e for e in old if e["file"] not in written and (folder / e["file"]).is_file()]
+        write_engines_json(folder, keep, [f for f in old_files if f not in written and (folder / f).is_file()])

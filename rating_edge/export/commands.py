@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rating_edge.cli_checks import check_count, check_fraction, check_range
 from rating_edge.errors import RatingEdgeError
 
 console = Console(stderr=True)
@@ -83,9 +84,19 @@ def register(app: typer.Typer) -> None:
         from rating_edge.export.inputs import dataset_pairs, phantom_pairs
         from rating_edge.export.verify import Gates, default_gates, verify_package
         from rating_edge.package import load_package
+        from rating_edge.publish import write_report
 
         if data is not None and phantom is not None:
             raise RatingEdgeError("use either --data or --phantom, not both")
+        check_count("--phantom", phantom)
+        check_count("--limit", limit)
+        check_range("--max-prob-diff", max_prob_diff, 0.0)
+        check_fraction("--min-grade-agreement", min_grade_agreement)
+        check_fraction("--min-network-agreement", min_network_agreement)
+        check_range("--min-heat-corr", min_heat_corr, -1.0, 1.0)
+        check_count("--seed", seed, 0)
+        if json_out is not None and json_out.is_dir():
+            raise RatingEdgeError(f"--json {json_out} is a folder; give a file name")
         package = load_package(pkg)
         params = package.preprocess
         base, why = default_gates(package, variant)
@@ -100,7 +111,7 @@ def register(app: typer.Typer) -> None:
         rep = verify_package(package, reference, gs, dop, gates, variant)  # loaded and hash-checked once
         print_report(rep)
         if json_out:
-            json_out.write_text(json.dumps(rep, indent=2))
+            write_report(json_out, json.dumps(rep, indent=2, default=str))
         if rep["passed"]:
             console.print("[green]PASS[/] all gates")
         else:
@@ -123,6 +134,8 @@ def register(app: typer.Typer) -> None:
         """The paper's integrated-gradients heatmaps (off-line; slow on CPU for the paper preset)."""
         from rating_edge.export.explain import explain_pair
 
+        check_count("--steps", steps)
+        check_count("--samples", samples)
         maps = explain_pair(ckpt, gs, doppler, out, steps, samples, seed, _parse_roi(roi_gs), _parse_roi(roi_doppler))
         frac = {k: float((v > 0).mean()) for k, v in maps.items()}
         console.print(f"[green]wrote[/] {out} (highlighted: GS {frac['gs']:.1%}, Doppler {frac['doppler']:.1%})")

@@ -13,7 +13,6 @@ an uninterrupted run (per-epoch shuffles are derived from the seed and the epoch
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ import torch
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.preprocess import PreprocessParams, normalize
-from rating_edge.scoring import score_probs
 
 STATE_DIR = ".distill"
 STATE_FILE = "state.json"
@@ -148,26 +146,20 @@ def teacher_logodds(models: dict, spec, frames: Frames, batch: int = 64, progres
 
 # ------------------------------------------------------------------------------------ agreement
 
-def _linear_kappa(a: np.ndarray, b: np.ndarray, k: int = 4) -> float:
-    """Cohen's kappa with linear weights (the paper's agreement statistic for ordinal grades)."""
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    obs = np.zeros((k, k))
-    np.add.at(obs, (a, b), 1)
-    obs /= obs.sum()
-    exp = np.outer(obs.sum(1), obs.sum(0))
-    w = np.abs(np.arange(k)[:, None] - np.arange(k)[None, :]) / (k - 1)
-    den = (w * exp).sum()
-    return float(1.0 - (w * obs).sum() / den) if den > 0 else 1.0
-
-
 def agreement(ref: dict, test: dict, labels: np.ndarray | None = None) -> dict:
-    """SH/VS/combined agreement and linear kappa of `test` against `ref` (probability dicts), plus
-    accuracy of both against `labels` where known."""
-    r, t = score_probs(ref["sh_prob"], ref["vs_prob"]), score_probs(test["sh_prob"], test["vs_prob"])
-    out = {"pairs": int(len(r["sh"]))}
-    for k in ("sh", "vs", "combined"):
-        out[f"{k}_agreement"] = float(np.mean(r[k] == t[k]))
-        out[f"{k}_kappa"] = _linear_kappa(r[k], t[k])
+    """SH/VS/combined agreement and linear kappa of `test` against `ref` (probability dicts, compared
+    by rating_edge.compare's definitions), plus accuracy of both against `labels` where known."""
+    from rating_edge.compare import GRADE_KEYS, grade_report
+
+    g = grade_report(ref, test)
+    out = {"pairs": g["pairs"], "nonfinite_pairs": g["nonfinite_pairs"]}
+    for k in GRADE_KEYS:
+        out[f"{k}_agreement"] = g[k]["agreement"]
+        out[f"{k}_kappa"] = g[k]["kappa_linear"]
+    if g["scores"] is None:
+        return out
+    r, t, ok = g["scores"]
+    labels = None if labels is None else np.asarray(labels)[ok]
     if labels is not None:
         cols = {"sh": 0, "vs": 1, "combined": 2}
         known = labels[:, 2] >= 0
@@ -184,9 +176,10 @@ def agreement(ref: dict, test: dict, labels: np.ndarray | None = None) -> dict:
 def _save_tensors(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    from rating_edge.publish import publish
+
+    with publish(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
 
 
 def _load_tensors(path: Path) -> dict:
@@ -214,9 +207,9 @@ def _restore_optim(opt: torch.optim.Optimizer, tensors: dict) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    from rating_edge.publish import publish_json
+
+    publish_json(path, data)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -309,7 +302,12 @@ class Distiller:
                 p.unlink()
         if not sf.is_file():
             return
-        state = json.loads(sf.read_text())
+        from rating_edge.manifest import read_json, validate
+
+        state = read_json(sf, "distillation state")
+        validate(state, {"type": "object", "required": ["epoch"], "properties": {
+            "epoch": {"type": "integer", "minimum": 0}, "identity": {"type": "object"},
+            "history": {"type": "array"}}}, sf)
         mine = self._identity()
         diff = [k for k in mine if state.get("identity", {}).get(k) != mine[k]]
         if diff:

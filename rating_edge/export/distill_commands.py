@@ -113,5 +113,13 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(2.0, help="Temperature of the kd loss."),
     ):
         """Distil the ensemble into a shared-backbone student (fusion strategy "distill") and package it."""
+        from rating_edge.cli_checks import check_count, check_positive
+
+        check_count("--epochs", epochs)
+        check_count("--batch", batch)
+        check_positive("--lr", lr)
+        check_count("--seed", seed, 0)
+        check_count("--threads", threads, 0)
+        check_positive("--temperature", temperature)
         run_distill(ckpt, out_pkg, share_depth, frames, epochs, branches, batch, lr, seed, init, holdout, restart,
                     threads, save_frames, teacher_cache, loss, temperature)

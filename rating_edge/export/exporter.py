@@ -1,7 +1,6 @@
 """`export_package`: checkpoint folder -> model package (model.json + ONNX graphs), checked and hashed."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from rating_edge.errors import RatingEdgeError
@@ -11,6 +10,7 @@ from rating_edge.export.weights import CheckpointReader, backbone_params
 from rating_edge.model.checkpoint import checkpoint_hashes
 from rating_edge.package import write_model_json
 from rating_edge.preprocess import PreprocessParams
+from rating_edge.publish import publish, require_new_folder
 
 STRATEGIES = ("none", "stack")
 INLINE_LIMIT = 1 << 30  # graphs whose weights exceed 1 GiB keep them in an external .data file
@@ -55,20 +55,15 @@ def export_package(ckpt_dir, out_dir, fuse: str = "stack", chunk=None, opset: in
     if not auto:
         chunk = check_chunk(chunk)
     out = Path(out_dir)
-    if out.exists():
-        raise RatingEdgeError(f"{out} already exists; choose a new output folder (or delete it first)")
+    require_new_folder(out)
     reader = CheckpointReader(ckpt_dir)
     spec = reader.spec
     hashes = checkpoint_hashes(ckpt_dir)
     say = log or (lambda msg: None)
 
     fusion: dict = {"strategy": fuse}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with publish(out) as tmp:
+        tmp.mkdir()
         graphs = []
         files: list[str] = []
         if fuse == "stack":
@@ -115,8 +110,4 @@ def export_package(ckpt_dir, out_dir, fuse: str = "stack", chunk=None, opset: in
                        "checkpoint_meta": reader.manifest.get("meta", {})},
         }
         write_model_json(tmp, meta, files)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -28,16 +28,16 @@ def export_student_onnx(student, path, batch: int = 1) -> Path:
     dummy = (torch.zeros(batch, s, s, 3, dtype=torch.uint8), torch.zeros(batch, s, s, 3, dtype=torch.uint8))
     axes = {"gs": {0: "batch"}, "doppler": {0: "batch"}}
     axes.update({o: {0: "batch"} for o in OUTPUTS})
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice is not the user's business
-        torch.onnx.export(student, dummy, str(tmp), input_names=["gs", "doppler"], output_names=list(OUTPUTS),
-                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    model = onnx.load(str(tmp))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as e:  # noqa: BLE001 - onnx raises several checker error types
-        tmp.unlink(missing_ok=True)
-        raise RatingEdgeError(f"the exported student graph fails the ONNX checker: {e}") from None
-    tmp.replace(path)
+    from rating_edge.publish import publish
+
+    with publish(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice is not the user's business
+            torch.onnx.export(student, dummy, str(tmp), input_names=["gs", "doppler"], output_names=list(OUTPUTS),
+                              dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        model = onnx.load(str(tmp))
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as e:  # noqa: BLE001 - onnx raises several checker error types
+            raise RatingEdgeError(f"the exported student graph fails the ONNX checker: {e}") from None
     return path

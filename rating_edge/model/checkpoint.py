@@ -11,7 +11,6 @@ names the network and the tensor when something does not match.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,8 +19,10 @@ from torch import nn
 from rating_edge.errors import CheckpointError
 from rating_edge.model.networks import build_network
 from rating_edge.spec import EnsembleSpec, parse_network_id
-from rating_edge.package import sha256_file
+from rating_edge.package import resolve_inside, sha256_file
 from rating_edge.manifest import read_manifest_json
+from rating_edge.publish import publish, publish_json
+from rating_edge.schemas import ENSEMBLE
 
 MANIFEST = "ensemble.json"
 FORMAT = "rating-edge-ensemble"
@@ -49,21 +50,15 @@ def save_network(path: Path, model: nn.Module) -> str:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written network
+    with publish(path) as tmp:  # atomic: an interrupted save never leaves a half-written network
+        save_file(state, str(tmp))
     return sha256_file(path)
 
 
 def write_manifest(folder: Path, spec: EnsembleSpec, networks: dict, meta: dict | None = None) -> Path:
     data = {"format": FORMAT, "format_version": 1, "spec": spec.to_dict(),
             "networks": {k: networks[k] for k in sorted(networks)}, "meta": meta or {}}
-    p = Path(folder) / MANIFEST
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(p)
-    return p
+    return publish_json(Path(folder) / MANIFEST, data)
 
 
 def save_ensemble(folder, spec: EnsembleSpec, models: dict, meta: dict | None = None) -> Path:
@@ -89,12 +84,13 @@ def read_manifest(folder) -> dict:
     if not p.is_file():
         raise CheckpointError(f"{folder}: no {MANIFEST}; a checkpoint folder holds {MANIFEST} and networks/*.safetensors "
                               "(see README, 'Checkpoint layout'); import .pth files with `rating-edge import-checkpoints`")
-    data = read_manifest_json(p, FORMAT, "ensemble manifest", CheckpointError)
-    spec = EnsembleSpec.from_dict(data.get("spec", {}))
-    nets = data.get("networks", {})
+    data = read_manifest_json(p, FORMAT, "ensemble manifest", CheckpointError, ENSEMBLE)
+    spec = EnsembleSpec.from_dict(data["spec"])
+    nets = data["networks"]
     for nid in spec.network_ids():
         if nid not in nets:
             raise CheckpointError(f"{folder}: network {nid} is missing from {MANIFEST}")
+        resolve_inside(folder, nets[nid]["file"], CheckpointError, f"network {nid}: file")
     data["spec_obj"] = spec
     return data
 

@@ -54,6 +54,10 @@ def register(app: typer.Typer) -> None:
         """Write a scanner-screen recording with a per-frame JSONL truth sidecar."""
         from rating_edge.phantom.video import PhantomScanner, parse_size, write_video
 
+        import math
+
+        if not (math.isfinite(seconds) and math.isfinite(fps)):  # the ranges are checked by the scanner
+            raise RatingEdgeError(f"--seconds and --fps must be finite numbers, got {seconds} and {fps}")
         wh = parse_size(size)
         PhantomScanner(seed=seed, size=wh, fps=fps, layout=layout, theme=theme)  # validate before writing
         if out.exists():

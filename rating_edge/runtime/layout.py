@@ -144,6 +144,10 @@ class Profile:
         roi = d.get("roi", "doppler_box")
         if not (roi in ("doppler_box", "area") or (_ints(roi, 4) and roi[2] > 0 and roi[3] > 0)):
             raise RatingEdgeError(f"profile: roi must be 'doppler_box', 'area' or [x, y, w, h]; got {roi!r}")
+        from rating_edge.manifest import validate
+        from rating_edge.schemas import PROFILE
+
+        validate(d, PROFILE, "profile")
         areas = d.get("areas")
         fs = d.get("frame_size")
         if fs is not None and not (_ints(fs, 2) and fs[0] > 0 and fs[1] > 0):
@@ -200,24 +204,35 @@ def load_profile(path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise RatingEdgeError(f"profile {path} does not exist; make one with `rating-edge profile detect`")
-    if path.stat().st_size > PROFILE_MAX_BYTES:
-        raise RatingEdgeError(f"profile {path}: {path.stat().st_size} bytes is not a profile (limit {PROFILE_MAX_BYTES})")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise RatingEdgeError(f"profile {path}: not a text file (expected JSON or YAML)") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    from rating_edge.manifest import MAX_DEPTH, check_depth, flow_nesting, read_json
 
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        d = read_json(path, "profile", max_bytes=PROFILE_MAX_BYTES)
+    else:
+        import yaml
+
+        if path.stat().st_size > PROFILE_MAX_BYTES:
+            raise RatingEdgeError(f"profile {path}: too large for a profile (limit {PROFILE_MAX_BYTES} bytes)")
+        try:
+            text = path.read_bytes().decode("utf-8")
+            if flow_nesting(text) > MAX_DEPTH:  # PyYAML takes seconds to reach its recursion limit
+                raise RatingEdgeError(f"profile {path}: nested deeper than {MAX_DEPTH} levels")
             d = yaml.safe_load(text)
-        else:
-            d = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - json/yaml errors
-        raise RatingEdgeError(f"profile {path}: cannot parse ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise RatingEdgeError(f"profile {path}: not a text file") from None
+        except RatingEdgeError:
+            raise
+        except RecursionError:
+            raise RatingEdgeError(f"profile {path}: nested too deeply") from None
+        except Exception as e:  # noqa: BLE001 - yaml's errors
+            raise RatingEdgeError(f"profile {path}: cannot parse ({str(e).splitlines()[0]})") from None
+        check_depth(d, path, "profile")
     if not isinstance(d, dict):
         raise RatingEdgeError(f"profile {path}: expected a mapping at the top level")
-    return Profile.from_dict(d)
+    try:
+        return Profile.from_dict(d)
+    except RatingEdgeError as e:  # name the file: "profile: areas[0]: ..." -> "profile p.yaml: areas[0]: ..."
+        raise RatingEdgeError(f"profile {path}:{str(e).split(':', 1)[1]}") from None
 
 
 def _clip_box(box, W, H, min_side: int = MIN_FRAME_SIDE):

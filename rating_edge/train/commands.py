@@ -29,8 +29,16 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Rich progress bars."),
     ):
         """Train the ensemble with the paper's recipe (resumable: rerun the same command to continue)."""
+        from rating_edge.cli_checks import check_count, check_positive
         from rating_edge.spec import preset as get_preset
         from rating_edge.train.config import train_preset
+
+        for opt, v in (("--epochs", epochs), ("--head-epochs", head_epochs), ("--step-epochs", step_epochs),
+                       ("--batch", batch), ("--jigsaw-epochs", jigsaw_epochs), ("--threads", threads),
+                       ("--max-networks", max_networks)):
+            check_count(opt, v)
+        check_positive("--lr", lr)
+        check_count("--seed", seed, 0)
         from rating_edge.train.recipe import train_ensemble
 
         spec = get_preset(preset)
@@ -64,8 +72,15 @@ def register(app: typer.Typer) -> None:
         from rating_edge.errors import RatingEdgeError
         from rating_edge.evaluate import evaluate_model, print_report, write_json
 
+        from rating_edge.cli_checks import check_count
+
         if bootstrap < 0:
             raise RatingEdgeError("--bootstrap must be 0 or more")
+        check_count("--batch", batch)
+        check_count("--threads", threads)
+        check_count("--seed", seed, 0)
+        if json_out is not None and json_out.is_dir():
+            raise RatingEdgeError(f"--json {json_out} is a folder; give a file name")
         result = evaluate_model(model, data, bootstrap=bootstrap, seed=seed, batch=batch, backend=backend,
                                 variant=variant, threads=threads)
         print_report(result, Console())

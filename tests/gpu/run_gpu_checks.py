@@ -112,11 +112,14 @@ def main(argv=None) -> int:
                  "p99_ms": float(np.percentile(ort_ms, 99)), "pairs_per_s": 1e3 / float(np.mean(ort_ms))})
     for precision, pdir in (("fp16", pkg_dir), ("int8", q_dir)):
         _say(f"build {precision} engine")
+        hash_before = load_package(pdir).model_hash
         t = time.perf_counter()
         build_engine(pdir, precision=precision, workspace_mb=8192, timing_cache=work / "timing.cache",
                      max_batch=a.batch, log=_say)
         build_s = time.perf_counter() - t
         pkg = load_package(pdir)
+        if pkg.model_hash != hash_before:  # engines go to engines.json; the identity must not move
+            raise SystemExit(f"build changed the model hash of {pdir} ({hash_before} -> {pkg.model_hash})")
         for graph in (False, True):
             with TrtRunner(pkg, precision=precision, cuda_graph=graph) as r:
                 outs = {}
