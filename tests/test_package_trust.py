@@ -106,7 +106,7 @@ def test_unlisted_file_in_the_package_is_refused(tmp_path):
 def test_onnx_runtime_refuses_external_data_outside_the_package(tmp_path):
     """Files outside the folder cannot be listed; ONNX Runtime itself refuses external data that escapes
     the graph's folder (relied on, so checked here)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 
