@@ -44,7 +44,10 @@ class TritonRunner(Runner):
     backend = "triton"
 
     def __init__(self, package, variant: str | None = None, url: str | None = None, model: str = MODEL_NAME,
-                 infer_timeout: float = 5.0, check_identity: bool = True):
+                 infer_timeout: float = 5.0, check_identity: bool = True, wait_for_server: bool = False):
+        """`wait_for_server`: the live runtime's choice. A server that is down when the scanner box starts
+        is then connected to on a later pair (with the same back-off) instead of leaving the whole session
+        without AI; commands that answer once (verify, bench) keep the default and fail at once."""
         super().__init__(package)
         if variant not in (None, "default"):
             raise RatingEdgeError(f"the triton backend runs what the server serves; variant {variant!r} is chosen "
@@ -56,6 +59,7 @@ class TritonRunner(Runner):
         self.model = model
         self.infer_timeout = float(infer_timeout)
         self.check_identity = check_identity
+        self.wait_for_server = wait_for_server
         self.client = None
         self.config = {}
         self._mod = None
@@ -126,7 +130,12 @@ class TritonRunner(Runner):
 
     # -- runner contract --------------------------------------------------------------------------
     def _activate(self):
-        self._connect()
+        try:
+            self._connect()
+        except EngineUnavailable as e:
+            if not self.wait_for_server:
+                raise
+            self._drop(_first_line(e))  # first pairs show the banner; later ones reconnect
 
     def _deactivate(self):
         if self.client is not None:

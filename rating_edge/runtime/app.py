@@ -31,7 +31,6 @@ from rating_edge.runtime.sinks import PipeSink, SnapshotSink, VideoFileSink, Win
 from rating_edge.runtime.stats import RunStats, write_report
 from rating_edge.runtime.worker import Scorer
 
-BACKENDS = ("ort", "trt")
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 
 
@@ -56,6 +55,8 @@ class RunConfig:
     max_pair_age_s: float = 3.0
     min_similarity: float = MIN_SIMILARITY
     stall_timeout_s: float = 2.0  # a live source without a new frame this long: NO SIGNAL and reconnect
+    url: str | None = None  # inference server (--backend triton)
+    infer_timeout_s: float = 5.0  # a server slower than this counts as unavailable for that pair
     quiet: bool = True
 
     def validate(self) -> "RunConfig":
@@ -69,8 +70,17 @@ class RunConfig:
                 rng = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi != math.inf else "")
                 raise RatingEdgeError(f"{name} {v!r}: must be a number {rng}")
 
-        if self.backend not in BACKENDS:
-            raise RatingEdgeError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        from rating_edge.infer import backend_names, resolve_backend
+
+        try:
+            self.backend = resolve_backend(self.backend)
+        except RatingEdgeError:
+            raise RatingEdgeError(f"--backend {self.backend!r}: choose one of {', '.join(backend_names())}") from None
+        if self.backend == "triton":
+            from rating_edge.infer.triton import parse_url
+
+            parse_url(self.url)
+            finite("--infer-timeout", self.infer_timeout_s, 0.0, 3600.0, lo_open=True)
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or int(self.max_frames) < 1):
             raise RatingEdgeError(f"--max-frames {self.max_frames}: must be at least 1")
         if int(self.snapshot_every) < 0:
@@ -88,6 +98,13 @@ class RunConfig:
         return self
 
 
+def backend_options(cfg: RunConfig) -> dict:
+    """Options only some backends take: the live loop waits for an inference server that is not up yet."""
+    if cfg.backend == "triton":
+        return {"url": cfg.url, "infer_timeout": cfg.infer_timeout_s, "wait_for_server": True}
+    return {}
+
+
 def open_engine(cfg: RunConfig, runner, errors: ErrorReport):
     """(scorer or None, model id, package hash, banner). A tampered package or an engine that must be
     rebuilt here raises (EngineMismatch: only the user can fix it); any other failure to start the
@@ -100,7 +117,7 @@ def open_engine(cfg: RunConfig, runner, errors: ErrorReport):
 
         pkg = load_package(cfg.package, verify=True)  # refuses tampered packages before anything loads
         try:
-            runner = make_runner(pkg, backend=cfg.backend, variant=cfg.variant)
+            runner = make_runner(pkg, backend=cfg.backend, variant=cfg.variant, **backend_options(cfg))
             runner.activate()
         except EngineMismatch:
             raise

@@ -21,7 +21,11 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option(..., "--source", help="Video file, image folder, DICOM, /dev/videoN or index, "
                                    "udp/rtsp/http URL, GStreamer pipeline, or phantom://?seed=1&fps=30&..."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Scanner profile (JSON/YAML)."),
-        backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or trt (TensorRT)."),
+        backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime), trt (TensorRT) or triton "
+                                    "(an inference server: --url)."),
+        url: Optional[str] = typer.Option(None, "--url", help="--backend triton: grpc://HOST:8001 or http://HOST:8000."),
+        infer_timeout: float = typer.Option(5.0, "--infer-timeout", help="--backend triton: seconds a pair may take "
+                                            "before the server counts as unavailable for it."),
         stall_timeout: float = typer.Option(2.0, "--stall-timeout", help="Seconds without a new frame from a live "
                                             "source before NO SIGNAL is shown and the source is reopened."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Package graph variant, e.g. int8-u8s8."),
@@ -54,7 +58,7 @@ def register(app: typer.Typer) -> None:
                         snapshot_every=snapshot_every, log=str(log) if log else None,
                         report=str(report) if report else None, max_frames=max_frames, pace=pace,
                         every_pair=every_pair, max_pair_age_s=max_pair_age, min_similarity=min_similarity,
-                        stall_timeout_s=stall_timeout).validate()
+                        stall_timeout_s=stall_timeout, url=url, infer_timeout_s=infer_timeout).validate()
         r = run(cfg)
         tot = r["latency_ms"]["total"]
         errs = {k: v for k, v in r["errors_by_stage"].items() if v}

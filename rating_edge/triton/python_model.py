@@ -2,8 +2,9 @@
 
 Copied into a repository as `rating/1/model.py` by `rating-edge triton repo --backend python`, beside a
 copy of the package (`rating/1/package/`) and of the toolkit that wrote it (`rating/1/rating_edge/`,
-put first on the path here). The server's Python needs numpy, OpenCV and ONNX Runtime. Requests that Triton's dynamic batcher groups arrive
-together in `execute` and are run as one batch, then split back per request.
+put first on the path here). The server's Python needs numpy, OpenCV, ONNX Runtime and jsonschema.
+Requests that Triton's dynamic batcher groups arrive together in `execute` and are run as one batch,
+then split back per request.
 """
 import json
 import os
