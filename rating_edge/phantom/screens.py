@@ -39,6 +39,13 @@ def _fan_mask(H, W, apex, r0, r1, half_angle, down=False) -> np.ndarray:
     return (r >= r0) & (r <= r1) & (dy > 0) & (ang <= half_angle)
 
 
+def _inside(mask, pts) -> bool:
+    """Whether a polygon lies inside a picture mask."""
+    poly = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(poly, [np.array(pts, np.int32)], 1)
+    return not bool((poly.astype(bool) & ~mask).any())
+
+
 def _bbox(mask) -> list:
     ys, xs = np.nonzero(mask)
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
@@ -131,9 +138,10 @@ def screen(seed: int, size=(800, 600)):
         # and two arcs around the apex (fans)
         if shape == "linear":
             quad = [(cx - bw // 2, cy), (cx + bw // 2, cy), (cx + bw // 2 + slant, cy + bh), (cx - bw // 2 + slant, cy + bh)]
-        elif rng.random() < 0.5:
-            wide = int(bh * 0.35)
-            quad = [(cx - bw // 2, cy), (cx + bw // 2, cy), (cx + bw // 2 + wide, cy + bh), (cx - bw // 2 - wide, cy + bh)]
+        elif rng.random() < 0.5 and _inside(masks[0][0], trap := [(cx - bw // 2, cy), (cx + bw // 2, cy),
+                                                                   (cx + bw // 2 + int(bh * 0.35), cy + bh),
+                                                                   (cx - bw // 2 - int(bh * 0.35), cy + bh)]):
+            quad = trap  # a trapezoid, when it fits in the fan (scanners keep the box inside the picture)
         else:
             sgn = -1 if shape == "inverted" else 1
             ra = float(np.hypot(cx - apex[0], cy - apex[1]))

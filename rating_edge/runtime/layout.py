@@ -1,10 +1,13 @@
 """Understanding the scanner screen: image areas, layout, GS/Doppler mode, frozen, no signal.
 
 The runtime sees the scanner's whole video output (UI text, logos, colour bars, markers around the
-ultrasound picture), so it first finds the picture: large regions of content standing out from the
-screen background, with thin things (text strokes, colour bars, lines, markers) removed by a
-morphological opening. Mode comes from Doppler signal inside each picture: saturated colour in compact
-blobs; coloured strokes (text, markers, box outlines) and JPEG chroma specks are opened away first.
+ultrasound picture), so it first finds the picture: large, filled regions of picture content (speckle,
+or the noise floor just above the screen's black; not flat UI fills) with thin things (text strokes,
+ticks, calipers, ECG traces) removed by a morphological opening: sector and convex fans, linear images,
+touching duals split at their seam (docs/screens.md). Mode comes from Doppler signal inside each
+picture: saturated colour in compact blobs (coloured strokes and JPEG chroma specks opened away first),
+or the Doppler box a scanner draws even without flow: vertical sides, or two straight steep strokes
+(steered parallelograms, fan segments) in any outline colour.
 A scanner profile (JSON/YAML) pins the areas, UI regions and ROI when automatic detection is not wanted.
 
 Detection works on downsampled copies so a 1920x1080 frame costs a few milliseconds.
@@ -375,20 +378,16 @@ def _extend_rows(gray: np.ndarray, box, p: "LayoutParams") -> tuple:
     return (x, y0, w, y1 - y0)
 
 
-def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None, live=None) -> list:
+def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None) -> list:
     """Image areas in working (downsampled) pixels.
 
     Picture content (`content_mask`) that is dense at the scale of a few pixels survives an opening
     that removes text, ticks, calipers, scales and ECG traces; each large, filled connected component
     is a picture (sector fans, convex and linear images alike: its bounding box), split where two
     touching pictures meet (`_seam_columns`). Header and footer bands are too flat to be a picture.
-    `live`: pixels seen changing over recent frames (uint8 0/1), added to the content: a live picture
-    moves, its UI does not.
     """
     h, w = small_gray.shape
     c = content_mask(small_gray, p, small_bgr, ui_mask)
-    if live is not None and live.shape == c.shape:
-        c = cv2.bitwise_or(c, live.astype(np.uint8))
     dense = (cv2.blur(c.astype(np.float32), (5, 5)) > p.texture_density).astype(np.uint8)
     k = max(3, int(round(w * p.open_frac)) | 1)
     opened = cv2.morphologyEx(dense, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
@@ -539,7 +538,9 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2, blac
                 continue
             top, bot = max(left[1], right[1]), min(left[3], right[3])
             span = max(left[3], right[3]) - min(left[1], right[1])
-            if bot - top < 0.7 * span:  # the two sides cover the same depths
+            # the two sides cover the same depths (parallelogram) or the same radii around the apex where
+            # their beam lines meet (a fan segment, steered or not)
+            if bot - top < 0.7 * span and not _same_radii(left, right):
                 continue
             if best is None or span * (right[0] + right[2] - left[0] - left[2]) > best[0]:
                 best = (span * (right[0] + right[2] - left[0] - left[2]), left, right)
@@ -554,6 +555,24 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2, blac
     x1, y1 = min(max(xs) * step + step, W0), min(max(ys) * step + step, H0)
     corners = [(l[0] * step, l[1] * step), (r[0] * step, r[1] * step), (r[2] * step, r[3] * step), (l[2] * step, l[3] * step)]
     return (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), corners
+
+
+def _same_radii(a, b, tol: float = 0.15) -> bool:
+    """Whether two segments (x1, y1, x2, y2), y1 <= y2, lie on beam lines from one apex (above or below
+    them) between the same two radii: the sides of a fan-segment Doppler box."""
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = a, b
+    d1, d2 = np.array([ax2 - ax1, ay2 - ay1], float), np.array([bx2 - bx1, by2 - by1], float)
+    den = d1[0] * d2[1] - d1[1] * d2[0]
+    if abs(den) < 1e-6 * np.linalg.norm(d1) * np.linalg.norm(d2) + 1e-9:
+        return False  # parallel: no apex
+    t = ((bx1 - ax1) * d2[1] - (by1 - ay1) * d2[0]) / den
+    apex = np.array([ax1, ay1], float) + t * d1
+    if min(ay1, by1) < apex[1] < max(ay2, by2):
+        return False  # the lines cross between the segments: not two beam lines of one fan
+    ra = sorted(np.hypot(*(np.array(p_) - apex)) for p_ in ((ax1, ay1), (ax2, ay2)))
+    rb = sorted(np.hypot(*(np.array(p_) - apex)) for p_ in ((bx1, by1), (bx2, by2)))
+    span = max(ra[1], rb[1]) - min(ra[0], rb[0])
+    return span > 0 and abs(ra[0] - rb[0]) <= tol * span and abs(ra[1] - rb[1]) <= tol * span
 
 
 def _picture_both_sides(gray: np.ndarray, seg, p: LayoutParams, black=None, off: int = 4) -> bool:
