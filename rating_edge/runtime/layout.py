@@ -316,7 +316,7 @@ def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list
     return [int(x) + 1 for x in np.nonzero(low)[0]] + gutters  # a seam lies between x and x + 1
 
 
-def _strip_lobes(cov: np.ndarray, rise: int = 3, p_lobe: float = 0.45) -> tuple:
+def _strip_lobes(cov: np.ndarray, rise: int = 3, p_lobe: float = 0.25) -> tuple:
     """[start, end) of a picture along one axis from its coverage profile, without small lobes stuck to
     a straight edge (a mode label, a marker or a colour bar that compression ringing joined to the
     picture). A straight edge is a sharp rise of the coverage; a fan's apex or a convex probe's arc
