@@ -19,6 +19,7 @@ REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real-screens"
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REAL / "truth.json").is_file(), reason="../shared/real-screens is absent")
 def test_real_screens_eval():
     res = evaluate(REAL / "truth.json")
@@ -79,6 +80,7 @@ def test_judge_rules():
     assert not ok and any("mode doppler" in w for w in why) and any("extra" in w for w in why)
 
 
+@pytest.mark.slow
 def test_inspect_eval_cli(tmp_path):
     truth = write_screens(tmp_path, n=3, seed=5)
     r = subprocess.run([sys.executable, "-m", "rating_edge", "inspect", "--eval", str(truth), "--json"],
