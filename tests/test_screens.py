@@ -149,3 +149,12 @@ def test_odd_screens_never_crash(kind):
     lo = LayoutDetector().detect(img)
     assert lo.layout in ("single", "dual") and isinstance(lo.areas, list)
     json.dumps(lo.to_json())
+
+
+def test_profiles_saved_before_the_redesign_still_load():
+    from rating_edge.runtime.layout import Profile
+
+    old = {"name": "old", "frame_size": [1280, 720], "layout": "single", "areas": [[10, 10, 500, 400]],
+           "detect": {"texture_density": 0.5, "col_rel": 0.8, "row_rel": 0.6, "bg_delta": 1, "off_bg_share": 0.4}}
+    prof = Profile.from_dict(old)
+    assert prof.detect.off_bg_share == 0.4 and prof.areas == [(10, 10, 500, 400)]

@@ -63,6 +63,10 @@ class LayoutParams:
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
 
 
+# settings of the earlier texture-profile area search: profiles saved then still load (they are ignored)
+_RETIRED_DETECT = {"col_rel", "row_rel", "bg_delta"}
+
+
 @dataclass
 class Area:
     box: tuple  # x, y, w, h in frame pixels
@@ -150,7 +154,7 @@ class Profile:
             if len(a) != 4 or a[2] <= 0 or a[3] <= 0:
                 raise RatingEdgeError(f"profile: area {a!r} is not [x, y, w, h] with positive size")
         try:
-            detect = LayoutParams(**d.get("detect", {}))
+            detect = LayoutParams(**{k: v for k, v in (d.get("detect") or {}).items() if k not in _RETIRED_DETECT})
             dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         except TypeError as e:
             raise RatingEdgeError(f"profile: unknown setting ({e})") from None
@@ -211,12 +215,6 @@ def _runs(profile: np.ndarray, thr: float, min_len: int) -> list:
     d = np.diff(on.astype(np.int8))
     starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]
     return [(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_len]
-
-
-def texture_map(small_gray: np.ndarray) -> np.ndarray:
-    """Pixels that differ from their 3x3 mean: dense in ultrasound speckle (and its noise floor, even in
-    dark regions), absent from flat UI fills, sparse around text and lines."""
-    return cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))) >= 2
 
 
 def background_level(small_gray: np.ndarray, share: float = 0.02) -> int:
