@@ -30,7 +30,6 @@ shown on screen and logged with every score, unchanged.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -3,7 +3,8 @@
 The video phantom (video.py) draws linear rectangles on tidy screens; real screens have sector and
 convex fans (apex up or down, dark wings, cut by the screen edge), steered or fan-shaped Doppler boxes
 outlined in grey, green or yellow with sparse flow, text and calipers inside the picture, touching dual
-images, ECG strips and empty fans (probe in air). `screen(seed)` renders one such screen; the truth
+images, ECG strips, empty fans (probe in air, noise floor drawn: an area) and ring-down-only screens
+(no picture: no area). `screen(seed)` renders one such screen; the truth
 has the format of real-screens/truth.json (areas' boxes are the bounding boxes of the rendered
 picture masks, so they are exact), and `write_screens` writes a folder `inspect --eval` can judge.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SHAPES = ("sector", "convex", "linear", "inverted", "empty", "dual")
+SHAPES = ("sector", "convex", "linear", "inverted", "empty", "dual", "air")
 OUTLINES = ((200, 200, 200), (90, 230, 90), (60, 220, 230))  # grey, green, yellow (BGR)
 
 
@@ -36,6 +37,13 @@ def _fan_mask(H, W, apex, r0, r1, half_angle, down=False) -> np.ndarray:
     r = np.hypot(dx, dy)
     ang = np.abs(np.arctan2(dx, np.maximum(dy, 1e-3)))
     return (r >= r0) & (r <= r1) & (dy > 0) & (ang <= half_angle)
+
+
+def _inside(mask, pts) -> bool:
+    """Whether a polygon lies inside a picture mask."""
+    poly = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(poly, [np.array(pts, np.int32)], 1)
+    return not bool((poly.astype(bool) & ~mask).any())
 
 
 def _bbox(mask) -> list:
@@ -94,17 +102,21 @@ def screen(seed: int, size=(800, 600)):
         m = np.zeros((H, W), bool)
         m[top + 10:bottom, x0:x0 + aw] = True
         masks.append((m, "linear"))
-    else:
+    elif shape != "air":
         half = np.deg2rad(rng.uniform(35, 50) if shape != "convex" else rng.uniform(25, 35))
         down = shape == "inverted"
         r0 = 0 if shape == "sector" else rng.uniform(40, 90)
         depth = bottom - top - 10
         apex_y = top + 5 - r0 if not down else bottom + r0 - 5
         r1 = r0 + depth
-        m = _fan_mask(H, W, (W // 2 + int(rng.integers(-30, 30)), apex_y), r0, r1, half, down)
+        apex = (W // 2 + int(rng.integers(-30, 30)), apex_y)
+        m = _fan_mask(H, W, apex, r0, r1, half, down)
         m[:top] = False
         masks.append((m, "sector"))
     areas = []
+    if shape == "air":  # probe in air, no noise floor drawn: ring-down arcs only, no picture to score
+        for k in range(4):
+            cv2.ellipse(img, (W // 2, top - 40), (120, 60 + 12 * k), 0, 30, 150, (150, 150, 150), 2, cv2.LINE_AA)
     for m, geom in masks:
         tissue = _speckle(rng, H, W)
         if shape == "empty":  # probe in air: the noise floor and a ring-down under the probe
@@ -122,16 +134,35 @@ def screen(seed: int, size=(800, 600)):
         bh, bw = int(h * rng.uniform(0.35, 0.55)), int(w * rng.uniform(0.22, 0.32))
         cx, cy = x + w // 2 + int(rng.integers(-w // 10, w // 10)), y + int(h * 0.25)
         slant = int(bh * np.tan(np.deg2rad(rng.uniform(12, 22) * rng.choice([-1, 1]))))
-        # a steered parallelogram (linear) or a widening trapezoid along the beam lines (fans)
+        # a steered parallelogram (linear), a trapezoid, or a true fan segment between two beam lines
+        # and two arcs around the apex (fans)
         if shape == "linear":
             quad = [(cx - bw // 2, cy), (cx + bw // 2, cy), (cx + bw // 2 + slant, cy + bh), (cx - bw // 2 + slant, cy + bh)]
+        elif rng.random() < 0.5 and _inside(masks[0][0], trap := [(cx - bw // 2, cy), (cx + bw // 2, cy),
+                                                                   (cx + bw // 2 + int(bh * 0.35), cy + bh),
+                                                                   (cx - bw // 2 - int(bh * 0.35), cy + bh)]):
+            quad = trap  # a trapezoid, when it fits in the fan (scanners keep the box inside the picture)
         else:
-            wide = int(bh * 0.35)
-            quad = [(cx - bw // 2, cy), (cx + bw // 2, cy), (cx + bw // 2 + wide, cy + bh), (cx - bw // 2 - wide, cy + bh)]
-        quad = np.array(quad, np.int32)
+            sgn = -1 if shape == "inverted" else 1
+            ra = float(np.hypot(cx - apex[0], cy - apex[1]))
+            rb = ra + bh
+            c = np.arctan2(cx - apex[0], sgn * (cy - apex[1]))
+            da = min(0.5 * bw / ra, 0.8 * half)
+            a0, a1 = np.clip(c - da, -half * 0.9, half * 0.9), np.clip(c + da, -half * 0.9, half * 0.9)
+            arc = lambda r, a_s, a_e: [(apex[0] + r * np.sin(t), apex[1] + sgn * r * np.cos(t))
+                                       for t in np.linspace(a_s, a_e, 24)]
+            quad = arc(ra, a0, a1) + arc(rb, a1, a0)
+        quad = np.round(np.array(quad)).astype(np.int32)
         inside = np.zeros((H, W), np.uint8)
         cv2.fillPoly(inside, [quad], 1)
         n_flow = int(rng.integers(0, 6))  # sparse flow, or none
+        if rng.random() < 0.25:  # power Doppler: the box filled with confluent orange/yellow flash
+            fill = np.zeros((H, W, 3), np.uint8)
+            flash = _speckle(rng, H, W).astype(np.float32) / 255.0
+            fill[..., 2] = 255
+            fill[..., 1] = np.clip(90 + 200 * flash, 0, 255).astype(np.uint8)
+            img[inside > 0] = fill[inside > 0]
+            n_flow = 0
         for _ in range(n_flow):
             ys, xs = np.nonzero(inside)
             j = int(rng.integers(len(xs)))
@@ -141,9 +172,10 @@ def screen(seed: int, size=(800, 600)):
         a["mode"] = "doppler"
         qx, qy = quad[:, 0], quad[:, 1]
         a["doppler_box"] = [int(qx.min()), int(qy.min()), int(qx.max() - qx.min() + 1), int(qy.max() - qy.min() + 1)]
-    if shape != "empty":
+    if areas and shape != "empty":
         _inside_marks(img, rng, areas[0]["box"])
-    return img, {"layout": "dual" if len(areas) == 2 else "single", "areas": areas}
+    layout = "dual" if len(areas) == 2 else ("single" if areas else "none")
+    return img, {"layout": layout, "areas": areas}
 
 
 def write_screens(folder, n: int = 24, seed: int = 0, size=(800, 600)) -> Path:

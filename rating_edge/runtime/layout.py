@@ -1,10 +1,13 @@
 """Understanding the scanner screen: image areas, layout, GS/Doppler mode, frozen, no signal.
 
 The runtime sees the scanner's whole video output (UI text, logos, colour bars, markers around the
-ultrasound picture), so it first finds the picture: large regions of content standing out from the
-screen background, with thin things (text strokes, colour bars, lines, markers) removed by a
-morphological opening. Mode comes from Doppler signal inside each picture: saturated colour in compact
-blobs; coloured strokes (text, markers, box outlines) and JPEG chroma specks are opened away first.
+ultrasound picture), so it first finds the picture: large, filled regions of picture content (speckle,
+or the noise floor just above the screen's black; not flat UI fills) with thin things (text strokes,
+ticks, calipers, ECG traces) removed by a morphological opening: sector and convex fans, linear images,
+touching duals split at their seam (docs/screens.md). Mode comes from Doppler signal inside each
+picture: saturated colour in compact blobs (coloured strokes and JPEG chroma specks opened away first),
+or the Doppler box a scanner draws even without flow: vertical sides, or two straight steep strokes
+(steered parallelograms, fan segments) in any outline colour.
 A scanner profile (JSON/YAML) pins the areas, UI regions and ROI when automatic detection is not wanted.
 
 Detection works on downsampled copies so a 1920x1080 frame costs a few milliseconds.
@@ -33,11 +36,12 @@ class LayoutParams:
     """Thresholds of screen understanding (all overridable in a profile under "detect")."""
 
     texture_density: float = 0.5  # share of picture-content pixels (5x5) that marks a picture
-    flat_range: int = 0  # a 3x3 neighbourhood this flat (max - min) is a UI fill, not picture ...
+    flat_range: int = 2  # a 3x3 neighbourhood this flat (max - min) is a UI fill, not picture ...
     noise_floor: int = 3  # ... unless within this many gray levels of the screen's black (an empty fan)
     dark_texture: int = 2  # a pixel this far from its 3x3 mean is speckle, even at the level of the black ...
     dark_level: int = 24  # ... when within this many gray levels of the black (dark tissue)
     open_frac: float = 1 / 50  # opening kernel as a fraction of the working width: removes text, bars
+    off_bg_share: float = 0.5  # a row beside which the screen is plain, differing from it this much, is picture
     min_fill: float = 0.3  # a picture fills at least this share of its bounding box (a fan about half)
     seam_corr: float = 0.2  # neighbouring columns correlating less than this are two pictures touching ...
     seam_typical: float = 0.5  # ... when the columns of the pictures correlate at least this much
@@ -60,6 +64,10 @@ class LayoutParams:
     no_signal_std: float = 3.0
     redetect_every: int = 30  # find image areas at least every N frames (a screen layout changes rarely) ...
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
+
+
+# settings of the earlier texture-profile area search: profiles saved then still load (they are ignored)
+_RETIRED_DETECT = {"col_rel", "row_rel", "bg_delta"}
 
 
 @dataclass
@@ -166,6 +174,8 @@ class Profile:
             sub = d.get(key) or {}
             if not isinstance(sub, dict):
                 raise RatingEdgeError(f"profile: {key} must be a mapping of settings; got {type(sub).__name__}")
+            if key == "detect":  # settings of the earlier detector: profiles saved with them still load
+                sub = {k: v for k, v in sub.items() if k not in _RETIRED_DETECT}
             known = {f.name for f in dataclasses.fields(cls_)}
             unknown = sorted(repr(k) for k in sub if k not in known)
             if unknown:
@@ -175,7 +185,7 @@ class Profile:
                          or not np.isfinite(v))
             if bad:
                 raise RatingEdgeError(f"profile: {key}.{bad[0]} must be a finite number; got {sub[bad[0]]!r}")
-        detect = LayoutParams(**(d.get("detect") or {}))
+        detect = LayoutParams(**{k: v for k, v in (d.get("detect") or {}).items() if k not in _RETIRED_DETECT})
         dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         if areas and not fs:
             raise RatingEdgeError("profile: fixed areas need frame_size [W, H] (the resolution they refer to)")
@@ -266,21 +276,25 @@ def _runs(profile: np.ndarray, thr: float, min_len: int) -> list:
     return [(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_len]
 
 
-def texture_map(small_gray: np.ndarray) -> np.ndarray:
-    """Pixels that differ from their 3x3 mean: dense in ultrasound speckle (and its noise floor, even in
-    dark regions), absent from flat UI fills, sparse around text and lines."""
-    return cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))) >= 2
-
-
 def background_level(small_gray: np.ndarray, share: float = 0.02) -> int:
-    """The screen's black: the darkest gray level that covers a visible share of the screen.
+    """The screen's black: what surrounds the picture.
 
-    Scanners draw the picture on black and map "no echo" to (almost) that black, so the darkest common
-    level is what surrounds the picture, whatever colour the UI panels around it have (white, blue, grey).
+    The level that dominates the screen's outermost rows and columns when it is a dark display
+    background (some scanners use a dark grey; the picture's own black may be darker), otherwise the
+    darkest gray level covering a visible share of the screen: scanners draw the picture on black and
+    map "no echo" to (almost) that black, whatever colour the UI panels around it have.
     """
     hist = cv2.calcHist([small_gray], [0], None, [256], [0, 256]).ravel()
+    border = np.concatenate([small_gray[:2].ravel(), small_gray[-2:].ravel(),
+                             small_gray[:, :2].ravel(), small_gray[:, -2:].ravel()])
+    b = int(np.bincount(border, minlength=256).argmax())
+    if b <= _DARK_SCREEN and hist[b] >= 0.2 * small_gray.size:
+        return b
     common = np.nonzero(hist >= share * small_gray.size)[0]
     return int(common[0]) if common.size else int(hist.argmax())
+
+
+_DARK_SCREEN = 40  # a display background darker than this is a "black" the picture is drawn on
 
 
 def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_mask=None, bg=None) -> np.ndarray:
@@ -310,7 +324,7 @@ def content_mask(small_gray: np.ndarray, p: "LayoutParams", small_bgr=None, ui_m
     # over regions twice as wide: ringing-filled gutters and the gaps to bars beside a picture are narrower
     dark_tex = cv2.bitwise_and(cv2.compare(cv2.absdiff(small_gray, cv2.blur(small_gray, (3, 3))), p.dark_texture, cv2.CMP_GE),
                                cv2.compare(dist, p.dark_level, cv2.CMP_LE))
-    dark_tex = cv2.bitwise_or(cv2.compare(cv2.blur(dark_tex, (5, 5)), 100, cv2.CMP_GT), c)
+    dark_tex = cv2.compare(cv2.blur(dark_tex, (5, 5)), 100, cv2.CMP_GT)
     k2 = 2 * k + 1
     c = cv2.bitwise_or(c, cv2.morphologyEx(dark_tex, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2))))
     if small_bgr is not None:
@@ -345,9 +359,9 @@ def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list
     # a narrow gutter, flat over (nearly) the full height, between textured columns: two pictures that
     # video compression or a thin frame line joined into one component
     flat_share = np.mean(flat, axis=0)
-    gutters = [(a + b) // 2 + 1 for a, b in _runs(flat_share, 0.5, 1)
+    gutters = [c for a, b in _runs(flat_share, 0.5, 1)  # both ends: the gutter itself is no picture
                if a > 0 and b < flat_share.size and b - a <= max(2, int(p.gutter_max * g.shape[1]))
-               and flat_share[a:b].max() >= 0.75]
+               and flat_share[a:b].max() >= 0.75 for c in (a + 1, b + 1)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: flat everywhere
         corr = np.nanmedian(cs, axis=0)
@@ -359,20 +373,78 @@ def _seam_columns(gray: np.ndarray, rows: np.ndarray, p: "LayoutParams") -> list
     return [int(x) + 1 for x in np.nonzero(low)[0]] + gutters  # a seam lies between x and x + 1
 
 
-def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None, live=None) -> list:
+def _strip_lobes(cov: np.ndarray, rise: int = 3, p_lobe: float = 0.25) -> tuple:
+    """[start, end) of a picture along one axis from its coverage profile, without small lobes stuck to
+    a straight edge (a mode label, a marker or a colour bar that compression ringing joined to the
+    picture). A straight edge is a sharp rise of the coverage; a fan's apex or a convex probe's arc
+    rises gradually and keeps its rows."""
+    n = cov.size
+    on = np.nonzero(cov > 0)[0]
+    if on.size == 0:
+        return 0, n
+    lo, hi = int(on[0]), int(on[-1]) + 1
+    top = float(cov.max())
+    limit = max(2, int(0.15 * n))
+
+    def edge(order):
+        seq = list(order)
+        for k, i in enumerate(seq[:limit]):
+            if cov[i] >= 0.6 * top:
+                before = seq[max(0, k - rise):k]
+                if k >= rise and all(cov[j] <= p_lobe * top for j in seq[:k - rise + 1]) and cov[before[0]] <= p_lobe * top:
+                    return i
+                return None
+        return None
+
+    a = edge(range(lo, hi))
+    b = edge(range(hi - 1, lo - 1, -1))
+    return (a if a is not None else lo), (b + 1 if b is not None else hi)
+
+
+def _extend_rows(gray: np.ndarray, box, p: "LayoutParams") -> tuple:
+    """Grow a picture's box over rows (above and below) that still differ from the screen beside it: a
+    dark near field or a dark, noisy far field can be too sparse to count as dense content, but it is
+    not the screen's background that surrounds the picture."""
+    H, W = gray.shape
+    x, y, w, h = box
+    if x < 5 or x + w > W - 5:
+        return box
+
+    def picture_row(r):
+        """True/False, or None where the screen beside is not plain (a tick, a label): no evidence."""
+        side = np.concatenate([gray[r, x - 5:x - 2], gray[r, x + w + 2:x + w + 5]]).astype(np.int16)
+        if int(side.max()) - int(side.min()) > 2 * p.noise_floor:
+            return None
+        bg = int(np.median(side))
+        return float((np.abs(gray[r, x:x + w].astype(np.int16) - bg) > p.noise_floor).mean()) >= p.off_bg_share
+
+    def grow(r, step, stop):
+        last, unknown = r, 0
+        while r != stop and unknown <= 8:
+            v = picture_row(r)
+            if v is False:
+                break
+            unknown = unknown + 1 if v is None else 0
+            if v:
+                last = r + step
+            r += step
+        return last
+
+    y1 = grow(y + h, 1, H)
+    y0 = grow(y - 1, -1, -1) + 1
+    return (x, y0, w, y1 - y0)
+
+
+def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, small_bgr=None) -> list:
     """Image areas in working (downsampled) pixels.
 
     Picture content (`content_mask`) that is dense at the scale of a few pixels survives an opening
     that removes text, ticks, calipers, scales and ECG traces; each large, filled connected component
     is a picture (sector fans, convex and linear images alike: its bounding box), split where two
     touching pictures meet (`_seam_columns`). Header and footer bands are too flat to be a picture.
-    `live`: pixels seen changing over recent frames (uint8 0/1), added to the content: a live picture
-    moves, its UI does not.
     """
     h, w = small_gray.shape
     c = content_mask(small_gray, p, small_bgr, ui_mask)
-    if live is not None and live.shape == c.shape:
-        c = cv2.bitwise_or(c, live.astype(np.uint8))
     dense = (cv2.blur(c.astype(np.float32), (5, 5)) > p.texture_density).astype(np.uint8)
     k = max(3, int(round(w * p.open_frac)) | 1)
     opened = cv2.morphologyEx(dense, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
@@ -392,9 +464,9 @@ def find_image_areas(small_gray: np.ndarray, p: LayoutParams, ui_mask=None, smal
             part = comp[:, a:b]
             if b - a < min_w or not part.any():
                 continue
-            ys = np.nonzero(part.any(axis=1))[0]
-            xs = np.nonzero(part.any(axis=0))[0]
-            box = (x + a + int(xs[0]), y + int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+            r0, r1 = _strip_lobes(part.mean(axis=1))
+            c0, c1 = _strip_lobes(part[r0:r1].mean(axis=0))
+            box = _extend_rows(small_gray, (x + a + c0, y + r0, c1 - c0, r1 - r0), p)
             if box[2] >= min_w and box[3] >= min_h and box[2] * box[3] >= p.min_area_frac * w * h:
                 out.append(box)
     out.sort(key=lambda b: -b[2] * b[3])
@@ -438,7 +510,7 @@ def _edge_columns(share: np.ndarray, thr: float) -> list:
     return [(a + b - 1) // 2 for a, b in _runs(share, thr, 1)]
 
 
-def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3):
+def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3, black: int | None = None):
     """The Doppler colour box a scanner draws in Doppler mode, as (x, y, w, h) in area pixels, or None.
 
     Found from its vertical sides: thin bright columns that run straight over a large share of the
@@ -460,6 +532,10 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
     share[:4] = 0  # the area's own border is not a box side
     share[-4:] = 0
     cols = _edge_columns(share, p.box_column_share)
+    # a box side lies inside the picture; the picture's own edge (ringing can make it a ridge) does not
+    black = float(np.percentile(gray, 2)) if black is None else float(black)
+    inside = (np.abs(gray.astype(np.float32) - black) > p.noise_floor).mean(axis=0)
+    cols = [c for c in cols if c >= 4 and c < W - 4 and min(inside[c - 4], inside[c + 4]) >= 0.3]
     if not cols:
         return None
     # the sides' vertical extent: the longest stretch where the side columns are mostly ridge
@@ -479,7 +555,7 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
     return (int(x0), y0, int(x1 - x0 + 1), y1 - y0 + 1)
 
 
-def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
+def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2, black: int | None = None):
     """The Doppler colour box from two long, straight, steep, thin bright strokes, or None.
 
     Steered linear boxes are parallelograms, sector boxes are fan segments whose sides run along beam
@@ -508,7 +584,8 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
     for x1, y1, x2, y2 in segs.reshape(-1, 4):
         if y2 < y1:
             x1, y1, x2, y2 = x2, y2, x1, y1
-        if abs(int(y2) - int(y1)) >= abs(int(x2) - int(x1)):  # within 45 degrees of vertical: a beam line
+        if abs(int(y2) - int(y1)) >= abs(int(x2) - int(x1)) \
+                and _picture_both_sides(gray, (int(x1), int(y1), int(x2), int(y2)), p, black):  # in the picture
             steep.append((int(x1), int(y1), int(x2), int(y2)))
     best = None
     for i, a in enumerate(steep):
@@ -518,7 +595,9 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
                 continue
             top, bot = max(left[1], right[1]), min(left[3], right[3])
             span = max(left[3], right[3]) - min(left[1], right[1])
-            if bot - top < 0.7 * span:  # the two sides cover the same depths
+            # the two sides cover the same depths (parallelogram) or the same radii around the apex where
+            # their beam lines meet (a fan segment, steered or not)
+            if bot - top < 0.7 * span and not _same_radii(left, right):
                 continue
             if best is None or span * (right[0] + right[2] - left[0] - left[2]) > best[0]:
                 best = (span * (right[0] + right[2] - left[0] - left[2]), left, right)
@@ -533,6 +612,40 @@ def doppler_box_sides(area_bgr: np.ndarray, p: LayoutParams, step: int = 2):
     x1, y1 = min(max(xs) * step + step, W0), min(max(ys) * step + step, H0)
     corners = [(l[0] * step, l[1] * step), (r[0] * step, r[1] * step), (r[2] * step, r[3] * step), (l[2] * step, l[3] * step)]
     return (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), corners
+
+
+def _same_radii(a, b, tol: float = 0.15) -> bool:
+    """Whether two segments (x1, y1, x2, y2), y1 <= y2, lie on beam lines from one apex (above or below
+    them) between the same two radii: the sides of a fan-segment Doppler box."""
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = a, b
+    d1, d2 = np.array([ax2 - ax1, ay2 - ay1], float), np.array([bx2 - bx1, by2 - by1], float)
+    den = d1[0] * d2[1] - d1[1] * d2[0]
+    if abs(den) < 1e-6 * np.linalg.norm(d1) * np.linalg.norm(d2) + 1e-9:
+        return False  # parallel: no apex
+    t = ((bx1 - ax1) * d2[1] - (by1 - ay1) * d2[0]) / den
+    apex = np.array([ax1, ay1], float) + t * d1
+    if min(ay1, by1) < apex[1] < max(ay2, by2):
+        return False  # the lines cross between the segments: not two beam lines of one fan
+    ra = sorted(np.hypot(*(np.array(p_) - apex)) for p_ in ((ax1, ay1), (ax2, ay2)))
+    rb = sorted(np.hypot(*(np.array(p_) - apex)) for p_ in ((bx1, by1), (bx2, by2)))
+    span = max(ra[1], rb[1]) - min(ra[0], rb[0])
+    return span > 0 and abs(ra[0] - rb[0]) <= tol * span and abs(ra[1] - rb[1]) <= tol * span
+
+
+def _picture_both_sides(gray: np.ndarray, seg, p: LayoutParams, black=None, off: int = 4) -> bool:
+    """A box side lies inside the picture: speckle on both sides of it. The picture's own edge (with
+    compression ringing it can look like a stroke) has the screen's black on one side."""
+    H, W = gray.shape
+    x1, y1, x2, y2 = seg
+    t = np.linspace(0.1, 0.9, 16)
+    xs = x1 + t * (x2 - x1)
+    ys = np.clip(np.round(y1 + t * (y2 - y1)).astype(int), 0, H - 1)
+    black = float(np.percentile(gray, 2)) if black is None else float(black)
+    for d in (-off, off):
+        v = gray[ys, np.clip(np.round(xs + d).astype(int), 0, W - 1)].astype(np.float32)
+        if float((np.abs(v - black) > p.noise_floor).mean()) < 0.5:
+            return False
+    return True
 
 
 def _trim_to_stroke(mask: np.ndarray, seg, run: int = 5):
@@ -599,6 +712,7 @@ class LayoutDetector:
         self._boxes = None  # image areas found on a recent frame
         self._since = 0
         self._sides = {}  # area box -> (frame number of the last box-side search, its result)
+        self._black = None
         self._frame_no = 0
         self._ref = self._outside = None  # small gray frame of the last area search, and the screen around the areas
 
@@ -640,6 +754,7 @@ class LayoutDetector:
         if no_signal(gray, self.p):
             self._boxes = None
             return FrameLayout("single", [], frozen=False, signal=False, size=(W, H))
+        self._black = background_level(gray)  # the screen's black, for telling a box side from the picture's edge
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
             boxes_full = [b for b in (_clip_box(_scale_box(a, sx, sy), W, H) for a in self.profile.areas) if b]
@@ -678,7 +793,7 @@ class LayoutDetector:
         scanner in Doppler mode draws the box even when there is no flow to colour)."""
         x, y, w, h = box
         crop = img[y:y + h, x:x + w]
-        outline = doppler_box_outline(crop, self.p)
+        outline = doppler_box_outline(crop, self.p, black=self._black)
         corners = None
         if outline is not None:
             bx, by, bw, bh = outline
@@ -723,7 +838,8 @@ class LayoutDetector:
         if n is not None and self._frame_no - n < self.p.box_every:
             if found is None or _sides_still_drawn(crop, found[1], self.p):
                 return found
-        found = doppler_box_sides(crop, self.p, step=max(2, int(round(crop.shape[1] / 300))))  # ~300 px wide
+        found = doppler_box_sides(crop, self.p, step=max(2, int(round(crop.shape[1] / 300))),  # ~300 px wide
+                                  black=self._black)
         if len(self._sides) > 8:
             self._sides.clear()
         self._sides[box] = (self._frame_no, found)
