@@ -34,6 +34,7 @@ STAGES = [
     "rating_edge.export.distill_commands",
     "rating_edge.bench.commands",
     "rating_edge.bench.plan_commands",
+    "rating_edge.plots.commands",
 ]
 
 

@@ -80,6 +80,8 @@ def register(app: typer.Typer) -> None:
                                     "excluded) on this source, e.g. 'phantom://?seed=0&fps=30' or a video file."),
         runtime_frames: int = typer.Option(300, help="Frames for --runtime."),
         runtime_size: str = typer.Option("1920x1080", help="Frame size WxH for --runtime."),
+        plot: Path = typer.Option(None, "--plot", help="Also draw the rows' latency distributions and pairs/s "
+                                  "(FILE.png and FILE.svg; needs the plots extra)."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
         from rating_edge.bench.core import machine_info, render_table, run_bench
@@ -90,6 +92,12 @@ def register(app: typer.Typer) -> None:
 
         if iters < 1 or warmup < 0:
             raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
+        if plot is not None:
+            if reference is None:
+                raise RatingEdgeError("--plot draws the engine rows: give --reference CKPT (and packages)")
+            from rating_edge.plots.base import pyplot
+
+            pyplot()  # a missing matplotlib stops here, not after minutes of timing
         if reference is None:
             if runtime is None:
                 raise RatingEdgeError("give --reference CKPT (the naive baseline) and packages, and/or --runtime SOURCE")
@@ -115,6 +123,10 @@ def register(app: typer.Typer) -> None:
         if runtime is not None:
             report["runtime_overhead"] = _runtime_overhead(runtime, runtime_frames, runtime_size, spec.input_size)
         _finish(report, json_out)
+        if plot is not None:
+            from rating_edge.plots.bench import write_bench_plot
+
+            console.print("wrote " + ", ".join(map(str, write_bench_plot(report, plot))))
 
 
 def _runtime_overhead(source: str, frames: int, size: str, input_size: int = 224) -> dict:

@@ -130,10 +130,11 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
         scorer, model_id, pkg_hash, banner = _open_runner(cfg, runner, errors)
         if cfg.log:
             log = SessionLog(cfg.log, source=str(cfg.source), package=str(cfg.package or ""), package_hash=pkg_hash,
-                             backend=cfg.backend)
+                             backend=cfg.backend, variant=cfg.variant)
             errors.log = log
             if banner:
                 log.event("engine", banner)
+                log.ai(False, banner.removeprefix("AI unavailable: "))
         doppler_params = scorer.params.doppler if scorer is not None else None
         detector = LayoutDetector(profile, doppler_params, fractions=False)
         pairer = Pairer(cfg.max_pair_age_s, cfg.min_similarity, profile.roi, doppler_params)
@@ -143,7 +144,18 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
         if cfg.pipe:
             sinks.append(PipeSink(cfg.pipe, src.fps))
         snap = SnapshotSink(cfg.snapshots, cfg.snapshot_every) if cfg.snapshots else None
+        frame_no = [None]
+
+        def on_snapshot(path):
+            """What the saved frame showed goes to the log beside the file (for the session report)."""
+            if log is not None:
+                res = state.result
+                heat = bool(state.show_heat and res is not None
+                            and (res.heat_gs is not None or res.heat_doppler is not None))
+                log.snapshot(path, frame_no[0], res, heat)
+
         if snap:
+            snap.on_save = on_snapshot
             sinks.append(snap)
         if window is None and cfg.display:
             window = WindowSink(fullscreen=cfg.fullscreen)
@@ -165,8 +177,12 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
                 stats.errors += 1
                 errors("inference", res.error)
                 state.banner = "AI unavailable"
+                if log is not None:
+                    log.ai(False, res.error)
                 return
             state.banner = banner
+            if log is not None:
+                log.ai(True)
             stats.pairs_scored += 1
             for k, v in res.timings.items():
                 stats.add(k, v)
@@ -204,6 +220,9 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
                     errors("frame", f"{type(e).__name__}: {e}")
                     lo, pair, status = None, None, "frame not understood"
             stats.count_mode(lo.mode if lo is not None else "gs")
+            frame_no[0] = fr.index
+            if log is not None:
+                log.mode(fr.index, lo.mode if lo is not None else "gs")
             stats.add("capture", fr.capture_ms)
             # the overlay is drawn on `img` itself: what outlives this frame gets its own pixels first
             pairer.detach(img)
@@ -248,6 +267,7 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
                 had = snap
                 stop, snap = handle_key(window.key(), state, window, snap)
                 if snap is not had:  # the first `s` without --snapshots: written from the next frame on
+                    snap.on_save = on_snapshot
                     sinks.insert(0, snap)
                 if stop:
                     break
@@ -274,10 +294,13 @@ def run(cfg: RunConfig, runner=None, on_frame=None, window=None) -> dict:
                 s.close()
             except Exception:  # noqa: BLE001
                 pass
+        stats.frames_in = cap.frames_in if cap is not None else 0
+        stats.frames_dropped = cap.dropped if cap is not None else 0
         if log is not None:
-            log.close()
-    stats.frames_in = cap.frames_in if cap is not None else 0
-    stats.frames_dropped = cap.dropped if cap is not None else 0
+            try:
+                log.finish(stats.report({"source": str(cfg.source), "model": model_id}))
+            finally:
+                log.close()
     report = stats.report({"source": str(cfg.source), "model": model_id, "reconnects": cap.reconnects})
     if cfg.report:
         Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
