@@ -53,6 +53,11 @@ def bench_figure(report: dict):
                 ax.plot(r[key], y, marker=marker, markersize=size, color="black" if key == "p50_ms" else "#d62728",
                         linestyle="none", label=label if y == ys[0] else None)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
     ax.set_yticks(ys, names)
     ax.set_xlabel("latency per pair (ms, log scale)")
     ax.set_title("latency distribution (violin), p50 / p95 / p99 marked")

@@ -96,7 +96,7 @@ def confusion_figure(confusion: dict, title: str, row_label: str = "true grade",
                      targets=TARGETS, cmap: str = "Blues"):
     """One 4x4 panel per score: counts and row percentages, shaded by the row percentage."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.7 * len(targets), 3.9), layout="constrained")
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.7 * len(targets), 4.5), layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, target in zip(axes, targets):
         cm = np.asarray(confusion[target], np.int64)
@@ -165,7 +165,7 @@ def write_evaluation_plots(probs_dict: dict, labels, out_dir, bootstrap: int = 1
     out_dir = Path(out_dir)
     note = f" ({len(y)} pairs" + (f", {bootstrap} bootstrap resamples, seed {seed})" if bootstrap else ")")
     files = save(roc_figure(task_probs, y, counts, level, note), out_dir / "roc")
-    files += save(confusion_figure(confusion, f"Confusion matrices (rows: true grade; count and row %){note}"),
+    files += save(confusion_figure(confusion, f"Confusion matrices, {len(y)} pairs (rows: true grade; count and row %)"),
                   out_dir / "confusion")
     files += save(youden_figure(task_probs, grades, y, counts, level), out_dir / "youden")
     return files
