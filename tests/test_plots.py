@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
-from rating_edge.errors import RatingEdgeError  # noqa: E402
+from rating_edge.errors import RatingEdgeError
 
 
 def png_size(path):
@@ -139,8 +139,9 @@ def test_bench_plot_from_rows_with_and_without_latencies(tmp_path):
 def session_log(tmp_path_factory):
     """A real run (phantom video, engine double that fails after a while) with snapshots."""
     video = pytest.importorskip("rating_edge.phantom.video")
-    from rating_edge.runtime.app import RunConfig, run
     from test_runtime_fixtures import FakeRunner
+
+    from rating_edge.runtime.app import RunConfig, run
 
     d = tmp_path_factory.mktemp("sess")
     mp4, _ = video.write_video(d / "s.mp4", 6, fps=10, size=(640, 360), layout="single", seed=11, theme="aurora")

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 pytest.importorskip("matplotlib")
-from test_plots import session_log  # noqa: E402,F401  (the module-scoped run + log fixture)
+from test_plots import session_log  # noqa: F401  (the module-scoped run + log fixture)
 
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",

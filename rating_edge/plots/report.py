@@ -137,8 +137,10 @@ def write_report(log_path, out_dir, session: int | None = None) -> Path:
         figs = []
         for i, sn in enumerate(snaps):
             src = Path(sn["path"])
-            cap = (f"{sn['t_wall'] - t0:.1f} s, frame {_e(sn['frame'])}, section {_e(sn['section'])}: SH "
-                   f"{_grade(sn['sh'])} VS {_grade(sn['vs'])} combined {_grade(sn['combined'])}; "
+            shown = ("no score shown yet" if sn["section"] is None else
+                     f"section {_e(sn['section'])}: SH {_grade(sn['sh'])} VS {_grade(sn['vs'])} combined "
+                     f"{_grade(sn['combined'])}")
+            cap = (f"{sn['t_wall'] - t0:.1f} s, frame {_e(sn['frame'])}, {shown}; "
                    + ("heatmap shown" if sn["heat"] else "no heatmap"))
             if src.is_file():
                 name = f"{i:04d}_{src.name}"
