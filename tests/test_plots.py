@@ -81,12 +81,20 @@ def test_evaluation_plots(tmp_path):
     check_files(files, ["roc", "confusion", "youden"])
     svg = (tmp_path / "ev" / "roc.svg").read_text()
     assert "AUC" in svg and "bootstrap band" in svg and "grade &gt; 2" in svg
+    # the legend's AUC and interval are evaluate's (same resamples, same seed)
+    from rating_edge.evaluate import evaluate_predictions
+
+    e = evaluate_predictions(probs, y, bootstrap=50, seed=1)["auc"]["sh"]["gt1"]
+    assert f"AUC {e['value']:.3f} [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]" in svg
     # a task with one class only still draws (and says why there is no curve); no bootstrap: no band
     y1 = y.copy()
     y1[:, 0] = 0
-    files = write_evaluation_plots(probs, y1, tmp_path / "one", bootstrap=0)
-    assert "ROC undefined" in (tmp_path / "one" / "roc.svg").read_text()
-    assert "bootstrap band" not in (tmp_path / "one" / "roc.svg").read_text()
+    from rating_edge.plots.base import save
+    from rating_edge.plots.metrics import roc_figure
+
+    tp = {"sh": probs["sh_prob"].mean(axis=(1, 3)), "vs": probs["vs_prob"].mean(axis=(1, 3))}
+    (svg1,) = save(roc_figure(tp, y1, None), tmp_path / "one" / "roc", formats=("svg",))
+    assert "ROC undefined" in svg1.read_text() and "bootstrap band" not in svg1.read_text()
 
 
 def test_agreement_plots_show_the_broken_member(tmp_path):
