@@ -196,6 +196,12 @@ def test_report_page_is_self_contained(session_log, tmp_path):
     n = len(list((tmp_path / "rep" / "snapshots").iterdir()))
     write_report(session_log, tmp_path / "rep")
     assert len(list((tmp_path / "rep" / "snapshots").iterdir())) == n
+    # ... but a folder that is not a session page is never cleared
+    (tmp_path / "mine" / "img").mkdir(parents=True)
+    (tmp_path / "mine" / "img" / "holiday.png").write_bytes(b"x")
+    with pytest.raises(RatingEdgeError, match="not empty"):
+        write_report(session_log, tmp_path / "mine")
+    assert (tmp_path / "mine" / "img" / "holiday.png").is_file()
 
 
 OLD_SCHEMA = """

@@ -17,6 +17,7 @@ from rating_edge.plots import session as S
 from rating_edge.plots.base import GRADE_COLORS, save
 from rating_edge.runtime.session_log import read_session
 
+GENERATOR = "rating-edge report"
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#fafafa;color:#222}
 main{max-width:1180px;margin:0 auto;padding:16px 24px 48px}
@@ -75,6 +76,10 @@ def write_report(log_path, out_dir, session: int | None = None) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RatingEdgeError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):  # its img/ and snapshots/ are replaced: only ever in our own folder
+        page = out / "index.html"
+        if not (page.is_file() and GENERATOR in page.read_text(encoding="utf-8", errors="replace")[:2000]):
+            raise RatingEdgeError(f"{out} is not empty and holds no rating-edge session page; choose a new folder")
     for sub in ("img", "snapshots"):
         if (out / sub).is_dir():
             shutil.rmtree(out / sub)  # a page rewritten for another session must not keep old pictures
@@ -200,7 +205,7 @@ def write_report(log_path, out_dir, session: int | None = None) -> Path:
                  f"from <code>{_e(s['path'])}</code>.</p>")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            '<link rel="icon" href="data:,">'
+            f'<meta name="generator" content="{GENERATOR}"><link rel="icon" href="data:,">'
             f"<title>rating-edge session {sess['id']}</title><style>{CSS}</style></head>"
             "<body><main>" + "\n".join(parts) + "</main></body></html>\n")
     p = out / "index.html"
