@@ -36,6 +36,7 @@ STAGES = [
     "rating_edge.bench.plan_commands",
     "rating_edge.triton.commands",
     "rating_edge.archive.commands",
+    "rating_edge.plots.commands",
 ]
 
 

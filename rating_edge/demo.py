@@ -7,16 +7,19 @@ a message naming it):
     train     tiny 60-network ensemble                 rating-edge train --preset tiny
     export    fused `stack` model package              rating-edge export --fuse stack
     calib     calibration set (held-apart phantom)     rating-edge calib collect --phantom N
-    quantize  INT8 with its agreement gate             rating-edge quantize --gate 0.98
+    quantize  INT8 with its agreement gate             rating-edge quantize --gate 0.98 --plots
+    evaluate  paper metrics + figures on held-out data rating-edge evaluate --plots
     video     phantom scanner-screen video + truth     rating-edge phantom video
-    run       runtime on the video                     rating-edge run --out --log --report
-    bench     naive 60-network baseline vs packages    rating-edge bench --json
+    run       runtime on the video                     rating-edge run --out --log --report --snapshot-every
+    report    static session page from the log         rating-edge report --html
+    bench     naive 60-network baseline vs packages    rating-edge bench --json --plot
     summary   accuracy vs phantom truth, speed         (here)
 
 The stages call the CLI through subprocesses, so the demo exercises exactly what users run and does
 not break when a stage's internals change. Everything before `run` is cached under `.demo_cache/<key>`,
 where the key is the toolkit version plus the demo settings: a second `make demo` only runs, benches
-and summarises. Outputs go to `demo_out/`.
+and summarises. Outputs go to `demo_out/`; the pictures to `demo_out/plots/` and the session page to
+`demo_out/report/index.html`.
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ class DemoSettings:
     video_size: str = "1280x720"
     video_layout: str = "single"
     bench_iters: int = 20
+    eval_pairs: int = 120              # held-out phantom pairs for `evaluate --plots`
+    eval_bootstrap: int = 200
+    snapshot_every: int = 150          # frames between the run's snapshots (shown in the session page)
 
     def key(self) -> str:
         """Cache key: toolkit version + settings + the source of the stages that make cached products, so
@@ -214,15 +220,29 @@ class Demo:
             print(f"[quantize] cached: {note}", flush=True)
             self.results.append(StageResult("quantize", 0.0, True, note))
             return pkg, note
+        plots = self.cache / "int8-plots"  # FP32-vs-INT8 pictures, drawn also when the gate refuses
         try:
             return self.cached_stage("quantize", product, lambda tmp: self.cli(
-                "quantize", "quantize", pkg, calib, tmp, "--gate", self.settings.gate)), "int8"
+                "quantize", "quantize", pkg, calib, tmp, "--gate", self.settings.gate, "--plots", plots)), "int8"
         except StageError as e:
             note = f"INT8 refused or failed ({e}); the runtime runs the FP32 stack package"
             print(f"[quantize] WARNING: {note}", flush=True)
             refused.write_text(note + "\n")
             self.results.append(StageResult("quantize", 0.0, False, note))
             return pkg, note
+
+    def evaluate(self, pkg: Path) -> Path:
+        """The paper's metrics and figures on phantom pairs the ensemble never saw (a seed of their own)."""
+        s = self.settings
+        self.need("evaluate", "evaluate", "metrics issue 13")
+        data = self.cached_stage("eval-data", self.cache / "eval-data", lambda tmp: self.cli(
+            "eval-data", "phantom", "dataset", tmp, "--n", s.eval_pairs, "--seed", s.seed + 3000,
+            "--doppler", s.doppler))
+        plots = self.out / "plots" / "evaluate"
+        js = self.out / "evaluate.json"
+        self.timed_stage("evaluate", lambda: self.cli(
+            "evaluate", "evaluate", pkg, data, "--bootstrap", s.eval_bootstrap, "--json", js, "--plots", plots))
+        return js
 
     def video(self) -> Path:
         s = self.settings
@@ -245,14 +265,31 @@ class Demo:
         for name in ("overlay.mp4", "session.db", "session.db-wal", "session.db-shm", "report.json"):
             if (out / name).exists():
                 (out / name).unlink()
+        shutil.rmtree(out / "snapshots", ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         variant = cpu_variant(pkg)
         # --pace: the recording plays at its frame rate and frames are dropped like a live feed, so the
         # latency and accuracy are those a user at the scanner would see.
         self.timed_stage("run", lambda: self.cli(
             "run", "run", "--package", pkg, *(["--variant", variant] if variant else []), "--source", video,
-            "--pace", "--out", out / "overlay.mp4", "--log", out / "session.db", "--report", out / "report.json"))
+            "--pace", "--out", out / "overlay.mp4", "--log", out / "session.db", "--report", out / "report.json",
+            "--snapshots", out / "snapshots", "--snapshot-every", self.settings.snapshot_every))
         return {"overlay": out / "overlay.mp4", "log": out / "session.db", "report": out / "report.json"}
+
+    def report(self, log: Path) -> Path:
+        """The session page (timeline, grades per section, snapshots, latency) from the run's log."""
+        self.need("report", "report", "pictures issue 20")
+        self.timed_stage("report", lambda: self.cli("report", "report", log, "--html", self.out / "report"))
+        return self.out / "report" / "index.html"
+
+    def int8_plots(self) -> Path | None:
+        """The quantize stage's FP32-vs-INT8 pictures (made once, cached) copied beside the others."""
+        src, dst = self.cache / "int8-plots", self.out / "plots" / "int8"
+        shutil.rmtree(dst, ignore_errors=True)
+        if not src.is_dir():
+            return None
+        shutil.copytree(src, dst)
+        return dst
 
     def export_none(self, ckpt: Path) -> Path:
         """The `none` package (60 separate graphs) bench compares against; cached so a second demo
@@ -269,7 +306,7 @@ class Demo:
         uniq = list(dict.fromkeys(map(str, pkgs)))
         self.timed_stage("bench", lambda: self.cli(
             "bench", "bench", *uniq, "--reference", ckpt, "--none", none, "--iters", self.settings.bench_iters,
-            "--json", js))
+            "--json", js, "--plot", self.out / "plots" / "bench.png"))
         return js
 
 
@@ -448,8 +485,11 @@ def run_demo(settings: DemoSettings, root: Path = Path("."), skip_bench: bool = 
     pkg = d.export(ckpt)
     calib = d.calib(pkg)
     run_pkg, precision = d.quantize(pkg, calib)
+    d.int8_plots()
+    d.evaluate(pkg)
     video = d.video()
     outs = d.run(run_pkg, video)
+    d.report(outs["log"])
     bench = None
     if not skip_bench:
         js = d.bench(ckpt, [pkg, run_pkg])
@@ -472,7 +512,8 @@ def run_demo(settings: DemoSettings, root: Path = Path("."), skip_bench: bool = 
     text = format_summary(summary, precision)
     stage_line = ", ".join(f"{r.name} {r.seconds:.0f}s{' (cached)' if r.cached else ''}" for r in d.results)
     text += f"\nstages: {stage_line}\ntotal {summary['total_s']:.0f} s; outputs in {d.out}/ " \
-            "(overlay.mp4, session.db, report.json, bench.json, summary.json)"
+            "(overlay.mp4, session.db, report.json, bench.json, evaluate.json, summary.json, plots/, " \
+            "report/index.html)"
     (d.out / "summary.txt").write_text(text + "\n")
     print(text, flush=True)
     return summary

@@ -275,8 +275,13 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
 
 
 def evaluate_model(model, data_dir, bootstrap: int = 1000, seed: int = 0, batch: int = 32, backend: str = "ort",
-                   variant: str | None = None, progress=None, threads: int | None = None) -> dict:
+                   variant: str | None = None, progress=None, threads: int | None = None,
+                   predictions: dict | None = None) -> dict:
+    """Metrics of MODEL on DATA; a dict given as `predictions` receives the raw "probs" and "labels" (for
+    pictures drawn from the same predictions as the numbers)."""
     probs, labels, _, info = predict_dataset(model, data_dir, batch, backend, variant, progress, threads)
+    if predictions is not None:
+        predictions.update(probs=probs, labels=labels)
     result = evaluate_predictions(probs, labels, bootstrap, seed)
     result["model"] = {"path": str(model), **info}
     result["data"] = str(data_dir)

@@ -76,8 +76,10 @@ def test_bench_cli_rows(tmp_path, monkeypatch):
         write_model_json(pkg, meta)
         js = tmp_path / "b.json"
         assert main(["bench", str(pkg), "--reference", str(ck), "--iters", "2", "--warmup", "0",
-                     "--threads", "1", "--json", str(js)]) == 0
+                     "--threads", "1", "--json", str(js), "--plot", str(tmp_path / "b.png")]) == 0
         rep = json.loads(js.read_text())
+        assert all(len(r["latencies_ms"]) == 2 for r in rep["results"]) and rep["date"]
+        assert (tmp_path / "b.png").stat().st_size > 10_000 and (tmp_path / "b.svg").is_file()
         assert [r["name"] for r in rep["results"]] == ["naive", "none", "stack:pkg", "stack:pkg[copy]"]
         assert all(r["max_prob_diff_vs_naive"] <= 1e-4 for r in rep["results"])
         assert rep["machine"]["threads"] == 1

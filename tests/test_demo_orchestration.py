@@ -67,6 +67,32 @@ def test_cli_failure_is_reported_with_stage(tmp_path):
 def test_available_commands_lists_registered_ones():
     cmds = available_commands()
     assert "plan" in cmds and "init-ensemble" in cmds
+    assert {"report", "evaluate", "bench"} <= cmds
+
+
+def test_picture_stages_write_into_demo_out(tmp_path):
+    """The demo's pictures: quantize's cached FP32-vs-INT8 plots copied out, evaluate/bench/report asked
+    for theirs in demo_out (the commands themselves are tested on their own)."""
+    d = Demo(DemoSettings(), tmp_path)
+    d._commands = available_commands()
+    calls = []
+
+    def cli(stage, *args):
+        calls.append((stage, [str(a) for a in args]))
+        if stage == "eval-data":
+            args[2].mkdir(parents=True)  # the dataset a real `phantom dataset` writes
+
+    d.cli = cli
+    assert d.int8_plots() is None  # nothing cached yet: nothing to copy
+    (d.cache / "int8-plots").mkdir(parents=True)
+    (d.cache / "int8-plots" / "int8-u8s8_scatter.png").write_bytes(b"png")
+    assert (d.int8_plots() / "int8-u8s8_scatter.png").read_bytes() == b"png"
+    assert d.report(tmp_path / "s.db") == d.out / "report" / "index.html"
+    d.evaluate(tmp_path / "pkg")
+    stages = {c[0]: c[1] for c in calls}
+    assert stages["report"][-2:] == ["--html", str(d.out / "report")]
+    assert "--plots" in stages["evaluate"] and str(d.out / "plots" / "evaluate") in stages["evaluate"]
+    assert stages["eval-data"][:2] == ["phantom", "dataset"]
 
 
 def _write_log(path, rows):

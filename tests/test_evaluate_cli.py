@@ -53,8 +53,11 @@ def test_cli_train_reports_bad_data(tmp_path):
 def test_cli_evaluate_checkpoint_json(trained, tmp_path):
     data, ck = trained
     out = tmp_path / "m.json"
-    res = CliRunner().invoke(app, ["evaluate", str(ck), str(data), "--json", str(out), "--bootstrap", "50"])
+    res = CliRunner().invoke(app, ["evaluate", str(ck), str(data), "--json", str(out), "--bootstrap", "50",
+                                   "--plots", str(tmp_path / "pics")])
     assert res.exit_code == 0, res.output
+    assert {p.name for p in (tmp_path / "pics").iterdir()} == {f"{n}.{e}" for n in ("roc", "confusion", "youden")
+                                                               for e in ("png", "svg")}
     r = json.loads(out.read_text())
     assert r["n"] == 16 and r["model"]["kind"] == "checkpoint"
     assert set(r["accuracy"]) == {"sh", "vs", "combined"}

@@ -99,8 +99,11 @@ def test_int8_package_passes_gate_and_carries_both_forms(setup):
 def test_strict_gate_refuses_and_writes_nothing(setup):
     d, _ = setup
     with pytest.raises(GateRefused, match=r"INT8 refused: (combined-score|member) agreement .* below the") as e:
-        _q(setup, "calib", "strict", gate=1.0, member_gate=1.0, fallback=False)
+        _q(setup, "calib", "strict", gate=1.0, member_gate=1.0, fallback=False, plots=d / "strict-plots")
     assert "Most sensitive layers" in str(e.value) and e.value.report["reports"]
+    # the pictures are drawn for a refusal too: that is when they are needed
+    assert {p.name for p in (d / "strict-plots").glob("*.png")} == {
+        f"{v}_{k}.png" for v in ("int8-qdq", "int8-u8s8") for k in ("scatter", "disagreement")}
     assert not (d / "strict").exists() and not (d / ".strict.partial").exists()
 
 

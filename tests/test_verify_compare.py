@@ -82,7 +82,9 @@ def test_verify_cli_on_phantom_pairs(tmp_path, capsys, monkeypatch):
         write_random_ensemble(ck, EnsembleSpec(folds=1, width=8, input_size=32, hidden=16), seed=5)
         pkg = export_package(ck, tmp_path / "pkg", fuse="stack", chunk=2)
         js = tmp_path / "v.json"
-        assert main(["verify", str(pkg), "--reference", str(ck), "--phantom", "3", "--json", str(js)]) == 0
+        assert main(["verify", str(pkg), "--reference", str(ck), "--phantom", "3", "--json", str(js),
+                     "--plots", str(tmp_path / "pics")]) == 0
+        assert {p.name for p in (tmp_path / "pics").glob("*.png")} == {"scatter.png", "disagreement.png"}
         rep = json.loads(js.read_text())
         assert rep["passed"] and rep["pairs"] == 3 and rep["package"]["strategy"] == "stack"
         assert rep["outputs"]["heat_doppler"]["corr_min"] > 0.999

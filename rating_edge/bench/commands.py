@@ -84,6 +84,8 @@ def register(app: typer.Typer) -> None:
                                    "fps through the run pipeline with the package given; RSS, open files, "
                                    "threads and queue sizes at the start (after warm-up) and the end."),
         backend: str = typer.Option("ort", "--backend", help="Backend for --soak: ort or trt."),
+        plot: Path = typer.Option(None, "--plot", help="Also draw the rows' latency distributions and pairs/s "
+                                  "(FILE.png and FILE.svg; needs the plots extra)."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
         if iters < 1 or warmup < 0:
@@ -103,6 +105,12 @@ def register(app: typer.Typer) -> None:
         from rating_edge.package import load_package
         from rating_edge.threads import inference_threads
 
+        if plot is not None:
+            if reference is None:
+                raise RatingEdgeError("--plot draws the engine rows: give --reference CKPT (and packages)")
+            from rating_edge.plots.base import pyplot
+
+            pyplot()  # a missing matplotlib stops here, not after minutes of timing
         if reference is None:
             if runtime is None:
                 raise RatingEdgeError("give --reference CKPT (the naive baseline) and packages, and/or --runtime SOURCE")
@@ -128,6 +136,10 @@ def register(app: typer.Typer) -> None:
         if runtime is not None:
             report["runtime_overhead"] = _runtime_overhead(runtime, runtime_frames, runtime_size, spec.input_size)
         _finish(report, json_out)
+        if plot is not None:
+            from rating_edge.plots.bench import write_bench_plot
+
+            console.print("wrote " + ", ".join(map(str, write_bench_plot(report, plot))))
 
 
 def _runtime_overhead(source: str, frames: int, size: str, input_size: int = 224) -> dict:

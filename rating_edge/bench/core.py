@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,9 +38,12 @@ def time_calls(fn: Callable, iters: int, warmup: int) -> np.ndarray:
 
 
 def summarize(name: str, times_ms: np.ndarray, batch: int = 1) -> dict:
+    """One row; the per-iteration latencies are kept so a plot can show the distribution, not only its
+    percentiles."""
     return {"name": name, "pairs_per_s": float(batch * len(times_ms) / (times_ms.sum() / 1e3)),
             "p50_ms": float(np.percentile(times_ms, 50)), "p95_ms": float(np.percentile(times_ms, 95)),
-            "p99_ms": float(np.percentile(times_ms, 99)), "mean_ms": float(times_ms.mean()), "iters": int(len(times_ms))}
+            "p99_ms": float(np.percentile(times_ms, 99)), "mean_ms": float(times_ms.mean()), "iters": int(len(times_ms)),
+            "latencies_ms": [round(float(t), 4) for t in times_ms]}
 
 
 def _cpu_model() -> str:
@@ -98,7 +102,8 @@ def run_bench(candidates: list, iters: int = 20, warmup: int = 3, log=None, thre
     naive = next((r for r in results if r["name"] == "naive"), None)
     for r in results:
         r["ratio_to_naive"] = (r["pairs_per_s"] / naive["pairs_per_s"]) if naive else None
-    return {"machine": machine_info(threads), "batch": 1, "iters": iters, "warmup": warmup, "results": results}
+    return {"machine": machine_info(threads), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "batch": 1, "iters": iters, "warmup": warmup, "results": results}
 
 
 def render_table(report: dict):

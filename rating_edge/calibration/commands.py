@@ -89,6 +89,8 @@ def quantize_cmd(
                                           "held-out part of CALIB."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the agreement report (JSON) here, also "
                                           "when the gate refuses."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Draw FP32-vs-INT8 per-network scatters and grade "
+                                         "disagreement matrices here, also when the gate refuses (plots extra)."),
 ):
     """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8) from one calibration, gated against FP32."""
     from rating_edge.calibration.quantize import GateRefused, print_report, quantize_package, report_json
@@ -102,10 +104,14 @@ def quantize_cmd(
     def log(msg):
         console.print(msg, markup=False, highlight=False)
 
+    if plots is not None:
+        from rating_edge.plots.base import pyplot
+
+        pyplot()  # a missing matplotlib stops here, before calibration
     try:
         rec = quantize_package(pkg, calib, out, method=method, exclude=exclude or [], gate=gate,
                                fallback=fallback, holdout=holdout, engine=engine,
-                               verify_set=verify, member_gate=member_gate, log=log)
+                               verify_set=verify, member_gate=member_gate, log=log, plots=plots)
     except GateRefused as e:
         if report is not None:
             write_report(report, report_json(e.report), "--report")

@@ -66,14 +66,15 @@ def _infer(package: Package, variant, cs: CalibSet, batch: int = 16) -> dict:
 
 def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude=(), gate: float = 0.98,
                      fallback: bool = True, holdout: float = 0.25, engine: str = "auto", verify_set=None,
-                     member_gate: float | None = None, log=print) -> dict:
+                     member_gate: float | None = None, log=print, plots=None) -> dict:
     """Write the INT8 package to `out` and return its quantization record, or raise GateRefused.
 
     `verify_set`: gate on this calibration-format set instead of a held-out part of `calib_path`
     (then all of `calib_path` calibrates). `member_gate`: also require every network's binary
     agreement to reach this (one activation scale serves a whole stack, so one member can break while
     the combined score holds). A set with wrong preprocessing still yields self-consistent
-    scales, so only images from outside it can show that they do not fit real input.
+    scales, so only images from outside it can show that they do not fit real input. `plots`: a folder
+    for each variant's FP32-vs-INT8 pictures of the last round, drawn also when the gate refuses.
     """
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
@@ -109,11 +110,11 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
     with publish(out, CalibrationError) as stage:
         stage.mkdir()
         return _quantize_into(stage, pkg, cs, cal, held, calib_path, method, exclude, gate, fallback, member_gate,
-                              use_modelopt, verify_set, log)
+                              use_modelopt, verify_set, log, plots)
 
 
 def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held: CalibSet, calib_path, method,
-                   exclude, gate, fallback, member_gate, use_modelopt, verify_set, log) -> dict:
+                   exclude, gate, fallback, member_gate, use_modelopt, verify_set, log, plots=None) -> dict:
     _copy_package(pkg, stage)
     ref = _infer(pkg, None, held)
     graphs = pkg.graphs()
@@ -135,7 +136,7 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
         if step:
             k = max(1, math.ceil(step * total))
             extra = [(g, d["node"]) for g, d in sensitivity[:k]]
-        reports, variants = {}, {}
+        reports, variants, outputs = {}, {}, {}
         for vname, form in FORMS.items():
             recs = []
             for gi, g in enumerate(per_graph):
@@ -151,7 +152,8 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
                 recs.append({**g["rec"], "file": rel})
             variants[vname] = recs
             cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
-            reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec)
+            outputs[vname] = _infer(cand, vname, held)
+            reports[vname] = agreement_report(ref, outputs[vname], pkg.spec)
         worst = min(r["combined_agreement"] for r in reports.values())
         members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
                                                 for r in reports.values())
@@ -163,6 +165,8 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
         if worst >= gate and members_ok and finite_ok:
             break
     else:
+        if plots is not None:
+            _draw(plots, ref, outputs, log)
         if sensitivity is None:
             sensitivity = _sensitivity(per_graph, stage, held)
         top = [f"{per_graph[g]['rec']['file']}:{d['node']} (adds {d['added_error']:.3f} rel. error)"
@@ -186,6 +190,8 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
             ">= 300 pairs) or keep layers FP32 with --exclude PATTERN",
             {"rounds": rounds, "reports": reports, "sensitivity": _named(sensitivity, per_graph)[:20]})
 
+    if plots is not None:
+        _draw(plots, ref, outputs, log)
     meta = dict(pkg.meta)
     meta["precision"] = "int8"
     # engines built on devices (engines.json) belong to the FP32 package; old-style ones were copied
@@ -204,6 +210,15 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
     meta["artifacts"] = {}
     write_model_json(stage, meta, files)
     return record
+
+
+def _draw(folder, ref: dict, outputs: dict, log) -> None:
+    """FP32-vs-INT8 pictures per variant (the gate's held-out pairs, the last round's layers)."""
+    from rating_edge.plots.agreement import write_agreement_plots
+
+    for vname, out in outputs.items():
+        files = write_agreement_plots(ref, out, folder, "FP32", vname, prefix=f"{vname}_")
+        log(f"wrote {len(files)} pictures for {vname} to {folder}/")
 
 
 def _sensitivity(per_graph, stage: Path, held: CalibSet) -> list[tuple[int, dict]]:

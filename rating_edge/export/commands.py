@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
         min_heat_corr: float = typer.Option(None, help="Gate: heatmap correlation with autograd Grad-CAM, min over "
                                             "pairs (default 0.99 for exact exports)."),
         seed: int = typer.Option(0, help="Seed for phantom pairs."),
+        plots: Path = typer.Option(None, "--plots", help="Also draw per-network probability scatters and the "
+                                   "grade disagreement matrix here (PNG + SVG; needs the plots extra)."),
     ):
         """Run a package and the eager reference on the same pairs; exit 1 when a gate fails."""
         from rating_edge.export.inputs import dataset_pairs, phantom_pairs
@@ -108,10 +110,21 @@ def register(app: typer.Typer) -> None:
             gs, dop = dataset_pairs(data, params, limit)
         else:
             gs, dop = phantom_pairs(phantom or 16, params, seed)
-        rep = verify_package(package, reference, gs, dop, gates, variant)  # loaded and hash-checked once
+        if plots is not None:
+            from rating_edge.plots.base import pyplot
+
+            pyplot()  # a missing matplotlib stops here, before the model runs
+        outputs = {} if plots is not None else None
+        rep = verify_package(package, reference, gs, dop, gates, variant, outputs=outputs)  # loaded, hash-checked once
         print_report(rep)
         if json_out:
             write_report(json_out, json.dumps(rep, indent=2, default=str))
+        if plots is not None:
+            from rating_edge.plots.agreement import write_agreement_plots
+
+            name = f"{package.strategy}[{variant}]" if variant else f"{package.strategy} package"
+            files = write_agreement_plots(outputs["reference"], outputs["test"], plots, "reference", name)
+            console.print(f"wrote {len(files)} pictures to {plots}/ (scatter, disagreement)")
         if rep["passed"]:
             console.print("[green]PASS[/] all gates")
         else:

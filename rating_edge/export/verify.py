@@ -63,11 +63,12 @@ def reference_outputs(reference_ckpt, gs: np.ndarray, doppler: np.ndarray, batch
 
 
 def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gates: Gates | None = None,
-                   variant: str | None = None, reference: dict | None = None) -> dict:
+                   variant: str | None = None, reference: dict | None = None, outputs: dict | None = None) -> dict:
     """Run `pkg` and the reference checkpoint on the same pairs; report with `passed` and `failures`.
 
     `pkg` is a package folder or an already loaded (hash-checked) Package. `reference` may be given
-    precomputed (e.g. another package's outputs from `run_package`).
+    precomputed (e.g. another package's outputs from `run_package`). A dict given as `outputs` receives
+    both sides' raw outputs ("reference", "test"), for pictures that the JSON report is too small for.
     """
     from rating_edge.package import Package, load_package
 
@@ -75,6 +76,8 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
     package = pkg if isinstance(pkg, Package) else load_package(pkg)
     test = run_package(package, gs, doppler, variant)
     ref = reference if reference is not None else reference_outputs(reference_ckpt, gs, doppler)
+    if outputs is not None:
+        outputs.update(reference=ref, test=test)
     rep = compare_outputs(ref, test)
     rep["failures"] = apply_gates(rep, gates)
     rep["passed"] = not rep["failures"]

@@ -182,8 +182,9 @@ def build_pipeline(cfg: RunConfig, runner=None, window=None, source: Source | No
         log = None
         if cfg.log:
             log = LogStage(lambda: SessionLog(cfg.log, source=str(cfg.source), package=str(cfg.package or ""),
-                                              package_hash=pkg_hash, backend=cfg.backend, busy_ms=20),
-                           errors, stats)
+                                              package_hash=pkg_hash, backend=cfg.backend, busy_ms=20,
+                                              variant=cfg.variant),
+                           errors, stats, banner=banner, report_extra={"source": str(cfg.source), "model": model_id})
             if banner:
                 errors("engine", banner, count=False)
         sinks = []
@@ -195,7 +196,17 @@ def build_pipeline(cfg: RunConfig, runner=None, window=None, source: Source | No
             snap = SnapshotSink(cfg.snapshots, cfg.snapshot_every) if cfg.snapshots else None
         except OSError as e:
             raise RatingEdgeError(f"cannot create an output: {e}") from None
+
+        def on_snapshot(path):
+            """What the saved frame showed goes to the log beside the file (for the session report)."""
+            if log is not None:
+                res = state.result
+                heat = bool(state.show_heat and res is not None
+                            and (res.heat_gs is not None or res.heat_doppler is not None))
+                log.snapshot(path, res, heat)
+
         if snap:
+            snap.on_save = on_snapshot
             sinks.append(snap)
         if window is None and cfg.display:
             window = WindowSink(fullscreen=cfg.fullscreen)
@@ -211,6 +222,7 @@ def build_pipeline(cfg: RunConfig, runner=None, window=None, source: Source | No
                 had = holder["snap"]
                 stop, holder["snap"] = handle_key(window.key(), state, window, had)
                 if holder["snap"] is not had:  # the first `s` without --snapshots: written from the next frame on
+                    holder["snap"].on_save = on_snapshot
                     sink_stage.sinks.insert(0, holder["snap"])
                 return stop
 

@@ -354,10 +354,13 @@ class LogStage:
     the oldest dropped and counted) and are retried with the next pair, so the feed never waits on it."""
 
     def __init__(self, open_log, errors: ErrorReport, stats: RunStats, max_pending: int = 2000,
-                 retry_open_s: float = 1.0):
+                 retry_open_s: float = 1.0, banner: str | None = None, report_extra: dict | None = None):
         self._open_log = open_log
         self.errors = errors
         self.stats = stats
+        self.banner = banner  # the engine never started: the session's AI-unavailable period opens at once
+        self.report_extra = report_extra or {}
+        self.frame = None  # index of the frame being written (snapshots record it)
         self.log = None
         self.pending: deque = deque()
         self.max_pending = max_pending
@@ -386,10 +389,34 @@ class LogStage:
                 self.log.event(stage, msg)
             except Exception:  # noqa: BLE001
                 break
+        if self.banner:
+            self._quietly(self.log.ai, False, self.banner.removeprefix("AI unavailable: "))
         return True
+
+    def _quietly(self, fn, *args) -> None:
+        """Timeline rows (modes, AI availability, snapshots) for the session report: a log that cannot
+        take one is already reported by the pair rows; these are not retried."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self.errors("log", f"cannot write the session log: {describe(e)}")
+
+    def see_frame(self, d: "Drawn") -> None:
+        """The frame's mode, for the timeline (the log keeps only the changes)."""
+        u = d.aggregated.scored.paired.understood
+        self.frame = u.captured.frame.index
+        if self.log is not None or self.try_open():
+            lo = u.layout
+            self._quietly(self.log.mode, self.frame, lo.mode if lo is not None else "gs")
+
+    def snapshot(self, path, result, heat: bool) -> None:
+        if self.log is not None or self.try_open():
+            self._quietly(self.log.snapshot, path, self.frame, result, heat)
 
     def __call__(self, a: Aggregated) -> None:
         for res, agg in a.results:
+            if self.log is not None:
+                self._quietly(self.log.ai, agg is not None, "" if agg is not None else (res.error or ""))
             if agg is None:
                 continue
             lat = dict(res.timings)
@@ -420,6 +447,7 @@ class LogStage:
             self.errors("log", f"{len(self.pending)} scored pairs could not be written to the session log")
             self.pending.clear()
         if self.log is not None:
+            self._quietly(self.log.finish, self.stats.report(dict(self.report_extra)))
             try:
                 self.log.close()
             except Exception as e:  # noqa: BLE001
@@ -438,6 +466,8 @@ class SinksStage:
         self.broken = set()
 
     def __call__(self, d: Drawn) -> None:
+        if self.log is not None:
+            self.log.see_frame(d)
         for s in self.sinks:
             if s.name in self.broken:
                 continue

@@ -133,7 +133,8 @@ class PipeSink(Sink):
 
 
 class SnapshotSink(Sink):
-    """PNG snapshots on demand (key `s`, or every N-th frame with `every`)."""
+    """PNG snapshots on demand (key `s`, or every N-th frame with `every`); `on_save(path)`, when set, hears
+    of each file written (the session log records it)."""
 
     def __init__(self, folder, every: int = 0):
         self.folder = Path(folder)
@@ -143,6 +144,7 @@ class SnapshotSink(Sink):
         self.count = 0
         self.n = 0
         self.pending = False
+        self.on_save = None
 
     def request(self):
         self.pending = True
@@ -152,7 +154,9 @@ class SnapshotSink(Sink):
         if self.pending or (self.every and self.n % self.every == 0):
             self.pending = False
             self.count += 1
-            cv2.imwrite(str(self.folder / f"snapshot_{self.count:04d}_{int(time.time())}.png"), frame)
+            path = self.folder / f"snapshot_{self.count:04d}_{int(time.time())}.png"
+            if cv2.imwrite(str(path), frame) and self.on_save is not None:
+                self.on_save(path)
 
 
 class WindowControls:

@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("ort", help="For packages: ort or trt."),
         variant: str = typer.Option(None, help="For packages: graph variant (e.g. int8-u8s8)."),
         threads: int = typer.Option(None, help="CPU threads (default: 1 for tiny checkpoints, else all cores)."),
+        plots: Path = typer.Option(None, "--plots", help="Also draw ROC curves with bootstrap bands, confusion "
+                                   "matrices and Youden points here (PNG + SVG; needs the plots extra)."),
     ):
         """The paper's metrics: per-task AUC, accuracy, weighted kappa, confusion matrices, Youden, 95% CIs."""
         from rating_edge.errors import RatingEdgeError
@@ -81,8 +83,19 @@ def register(app: typer.Typer) -> None:
         check_count("--seed", seed, 0)
         if json_out is not None and json_out.is_dir():
             raise RatingEdgeError(f"--json {json_out} is a folder; give a file name")
+        if plots is not None:
+            from rating_edge.plots.base import pyplot
+
+            pyplot()  # a missing matplotlib stops here, before the model runs
+        predictions = {}
         result = evaluate_model(model, data, bootstrap=bootstrap, seed=seed, batch=batch, backend=backend,
-                                variant=variant, threads=threads)
+                                variant=variant, threads=threads, predictions=predictions)
         print_report(result, Console())
         if json_out is not None:
             console.print(f"wrote {write_json(result, json_out)}")
+        if plots is not None:
+            from rating_edge.plots.metrics import write_evaluation_plots
+
+            files = write_evaluation_plots(predictions["probs"], predictions["labels"], plots, bootstrap=bootstrap,
+                                           seed=seed)
+            console.print(f"wrote {len(files)} pictures to {plots}/ (roc, confusion, youden)")
