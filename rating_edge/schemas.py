@@ -145,15 +145,6 @@ CALIB = {
 }
 
 _BOX = {"type": "array", "items": _int(-(1 << 16), 1 << 16), "minItems": 4, "maxItems": 4}
-_LAYOUT_NUMBERS = {  # LayoutParams(**d): every key must be one it has
-    "texture_density": _num(0, 1), "col_rel": _num(0, 10), "row_rel": _num(0, 10), "bg_delta": _int(0, 255),
-    "off_bg_share": _num(0, 1), "open_frac": _num(0, 1), "min_area_frac": _num(0, 1), "min_w_frac": _num(0, 1),
-    "min_h_frac": _num(0, 1), "doppler_min_fraction": _num(0, 1), "doppler_min_pixels": _int(0, 1 << 24),
-    "frozen_delta": _num(0, 255), "unfreeze_delta": _num(0, 255), "unfreeze_share": _num(0, 1),
-    "box_ridge": _int(0, 255), "box_min_gray": _int(0, 255), "box_column_share": _num(0, 1),
-    "no_signal_std": _num(0, 255), "redetect_every": _int(1, 1 << 20), "redetect_change": _num(0, 255),
-}
-
 PROFILE = {
     "type": "object",
     "properties": {
@@ -167,7 +158,9 @@ PROFILE = {
         "ui_regions": {"type": "array", "items": _BOX},
         "roi": {"oneOf": [{"enum": ["doppler_box", "area"]}, _BOX],
                 "description": "'doppler_box', 'area' or [x, y, w, h]"},
-        "detect": {"type": "object", "properties": _LAYOUT_NUMBERS, "additionalProperties": False},
+        # which detect settings exist is LayoutParams' business (Profile.from_dict checks the names against
+        # it, and lets the settings of the earlier detector through); here: numbers only
+        "detect": {"type": "object", "additionalProperties": {"type": "number"}},
         "doppler": {"oneOf": [{"type": "null"}, DOPPLER], "description": "null or Doppler thresholds"},
     },
 }

@@ -152,10 +152,6 @@ class Profile:
         roi = d.get("roi", "doppler_box")
         if not (roi in ("doppler_box", "area") or (_ints(roi, 4) and roi[2] > 0 and roi[3] > 0)):
             raise RatingEdgeError(f"profile: roi must be 'doppler_box', 'area' or [x, y, w, h]; got {roi!r}")
-        from rating_edge.manifest import validate
-        from rating_edge.schemas import PROFILE
-
-        validate(d, PROFILE, "profile")
         areas = d.get("areas")
         fs = d.get("frame_size")
         if fs is not None and not (_ints(fs, 2) and fs[0] > 0 and fs[1] > 0):
@@ -169,7 +165,7 @@ class Profile:
                 if not (_ints(a, 4) and a[0] >= 0 and a[1] >= 0 and a[2] > 0 and a[3] > 0):
                     raise RatingEdgeError(f"profile: {key} {a!r} is not [x, y, w, h] with x, y >= 0 and positive size")
                 if fs and (a[0] + a[2] > fs[0] or a[1] + a[3] > fs[1]):
-                    raise RatingEdgeError(f"profile: {key} {a!r} lies outside the frame_size {list(fs)}")
+                    raise RatingEdgeError(f"profile: {key} {a!r} does not lie inside the frame_size {list(fs)}")
         for key, cls_ in (("detect", LayoutParams), ("doppler", DopplerParams)):
             sub = d.get(key) or {}
             if not isinstance(sub, dict):
@@ -185,6 +181,10 @@ class Profile:
                          or not np.isfinite(v))
             if bad:
                 raise RatingEdgeError(f"profile: {key}.{bad[0]} must be a finite number; got {sub[bad[0]]!r}")
+        from rating_edge.manifest import validate
+        from rating_edge.schemas import PROFILE
+
+        validate(d, PROFILE, "profile")  # what the checks above do not cover: names, types, Doppler thresholds
         detect = LayoutParams(**{k: v for k, v in (d.get("detect") or {}).items() if k not in _RETIRED_DETECT})
         dop = DopplerParams(**d["doppler"]) if d.get("doppler") else None
         if areas and not fs:
