@@ -274,10 +274,10 @@ def test_oversized_manifest_is_refused_before_reading(tmp_path, monkeypatch):
 @pytest.mark.parametrize("edit,msg", [
     ({"areas": [[-5, 0, 100, 100]], "frame_size": [640, 480]}, "areas[0][0]|x, y >= 0"),
     ({"areas": [[600, 0, 100, 100]], "frame_size": [640, 480]}, "inside the frame_size"),
-    ({"areas": [[0, 0, 100, 100]], "frame_size": [0, 480]}, "frame_size[0]: must be >= 1"),
+    ({"areas": [[0, 0, 100, 100]], "frame_size": [0, 480]}, "frame_size[0]: must be >= 1|frame_size must be [W, H]"),
     ({"detect": {"texture_density": "x"}}, "detect.texture_density"),
     ({"detect": {"bogus": 1}}, "bogus"),
-    ({"roi": [0, 0, -1, 5]}, "positive size"),
+    ({"roi": [0, 0, -1, 5]}, "positive size|roi must be 'doppler_box', 'area' or [x, y, w, h]"),
 ])
 def test_bad_profiles_name_the_key(tmp_path, edit, msg):
     import re
