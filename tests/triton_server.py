@@ -64,8 +64,9 @@ class TritonServer:
                f"--http-port={self.http}", f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics}",
                "--allow-metrics=false", "--log-verbose=0", "--exit-timeout-secs=5",
                f"--backend-config=python,shm-region-prefix-name=re{uuid.uuid4().hex[:10]}"]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.workdir, start_new_session=True)
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.workdir, start_new_session=True)
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:

@@ -71,7 +71,14 @@ def run_load(url: str, package, clients: int = 8, requests: int = 50, seed: int 
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    after = _batch_stats(runners[0].client, runners[0].model, protocol)
+    # the server updates its statistics just after it answers: wait (briefly) until they count every pair
+    t_end = time.monotonic() + 5
+    while True:
+        after = _batch_stats(runners[0].client, runners[0].model, protocol)
+        done_now = sum(len(x) for x in lat)
+        if after["inference_count"] - before["inference_count"] >= done_now or time.monotonic() > t_end:
+            break
+        time.sleep(0.1)
     for r in runners:
         r.deactivate()
     all_lat = np.concatenate([np.asarray(x, float) for x in lat if x]) if any(lat) else np.zeros(0)

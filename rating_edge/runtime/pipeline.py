@@ -565,16 +565,19 @@ class Pipeline:
 
     def close(self) -> dict:
         """Stop every stage (each failure counted, none skipping the others); the counters for the report."""
+        th = self.capture.thread
+
+        def counters():  # before the sinks close: the session log's end-of-run stats include them
+            self.stats.frames_in = th.frames_in
+            self.stats.frames_dropped = th.dropped
+            self.stats.pairs_dropped = self.scoring.dropped
+
         for stage, close in (("capture", self.capture.close), ("inference", self.scoring.close),
-                             ("sinks", self.sinks.close)):
+                             ("report", counters), ("sinks", self.sinks.close)):
             try:
                 close()
             except Exception as e:  # noqa: BLE001 - each part is closed whatever the others do
                 self.errors(stage, f"closing: {describe(e)}")
-        th = self.capture.thread
-        self.stats.frames_in = th.frames_in
-        self.stats.frames_dropped = th.dropped
-        self.stats.pairs_dropped = self.scoring.dropped
         extra = {"reconnects": th.reconnects, "stalls": self.capture.stalls,
                  "broken_sinks": sorted(self.sinks.broken),
                  "error_kinds": [f"{stage}: {msg}" for stage, msg in self.errors.messages]}
