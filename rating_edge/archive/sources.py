@@ -116,7 +116,13 @@ def load_study(source: str, study: dict) -> list:
     if is_dicomweb(source):
         client = dicomweb_client(source)
         try:
-            return list(client.retrieve_study(study["study_uid"]))
+            # the stored transfer syntax (`*`), not the server's default: a PACS that transcodes lossy JPEG
+            # on the way out decodes it with its own codec, and the pixels (so the scores) would differ from
+            # the same study read from its files
+            try:
+                return list(client.retrieve_study(study["study_uid"], media_types=(("application/dicom", "*"),)))
+            except Exception:  # noqa: BLE001 - servers without transfer-syntax=*: their default
+                return list(client.retrieve_study(study["study_uid"]))
         except Exception as e:  # noqa: BLE001
             raise RatingEdgeError(f"WADO-RS retrieve of study {study['study_uid']} failed "
                                   f"({str(e).splitlines()[0][:160]})") from None
