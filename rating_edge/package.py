@@ -15,6 +15,8 @@ model.json (keys others rely on):
     engines         list of TensorRT engine records (file, gpu, compute_capability, trt_version, ...)
     artifacts       {relative file: {"sha256", "bytes"}} for every file the package carries
     source          {"checkpoint": {ensemble.json + per-network SHA-256}, ...}
+    thresholds      per-network decision thresholds (rating_edge.scoring.Thresholds; absent = 0.5, ">")
+    preprocess.profile  "rating-edge" (networks trained here) or "rating-official" (the authors' code)
 
 A graph record is {"file": "model.onnx", "kind": "fused"} for a graph that outputs the four package
 outputs itself, or {"file": "networks/<id>.onnx", "kind": "network", "network": id} for the `none`
@@ -130,6 +132,12 @@ def load_package(path, verify: bool = True) -> Package:
     for key in ("spec", "preprocess", "graphs", "artifacts"):
         if key not in meta:
             raise PackageError(f"{mj}: missing key {key!r}; re-export the package")
+    from rating_edge.scoring import Thresholds
+
+    try:
+        Thresholds.from_meta(meta)
+    except ValueError as e:
+        raise PackageError(f"{mj}: {e}; re-export the package") from None
     if verify:
         for rel, rec in meta["artifacts"].items():
             p = path / rel

@@ -13,8 +13,11 @@ from rating_edge.scoring import score_probs
 from rating_edge.spec import network_id
 
 
-def agreement_report(ref: dict, test: dict, spec) -> dict:
-    r, t = score_probs(ref["sh_prob"], ref["vs_prob"]), score_probs(test["sh_prob"], test["vs_prob"])
+def agreement_report(ref: dict, test: dict, spec, thresholds=None) -> dict:
+    """`thresholds`: the package's decision thresholds (scoring.Thresholds; None = 0.5 and ">"), so a
+    member's agreement is on the decisions the grades are made of."""
+    r = score_probs(ref["sh_prob"], ref["vs_prob"], thresholds)
+    t = score_probs(test["sh_prob"], test["vs_prob"], thresholds)
     n = int(ref["sh_prob"].shape[0])
     members = []
     for module in ("sh", "vs"):
@@ -23,8 +26,10 @@ def agreement_report(ref: dict, test: dict, spec) -> dict:
             for task in range(spec.tasks):
                 for s in range(spec.seeds):
                     pa, pb = a[:, f, task, s], b[:, f, task, s]
+                    da = r[f"{module}_bits"][:, f, task, s]
+                    db = t[f"{module}_bits"][:, f, task, s]
                     members.append({"network": network_id(f, module, task, s),
-                                    "agreement": float(np.mean((pa > 0.5) == (pb > 0.5))),
+                                    "agreement": float(np.mean(da == db)),
                                     "max_abs_diff": float(np.max(np.abs(pa - pb)))})
     models = [{"fold": f,
                "sh_agreement": float(np.mean(r["sh_models"][:, f] == t["sh_models"][:, f])),

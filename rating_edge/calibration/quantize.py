@@ -22,6 +22,7 @@ from rating_edge.calibration.qonnx import (METHODS, QUANT_OPS, graph_inputs, mod
                                            quantize_ort)
 from rating_edge.errors import CalibrationError, PackageError
 from rating_edge.package import Package, load_package, write_model_json
+from rating_edge.scoring import Thresholds
 
 # U8S8 first: it quantizes more operator types, so its calibration pass records every tensor range
 # that the Q/DQ form then reads from the same cache.
@@ -148,7 +149,8 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
                     recs.append({**g["rec"], "file": rel})
                 variants[vname] = recs
                 cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
-                reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec)
+                reports[vname] = agreement_report(ref, _infer(cand, vname, held), pkg.spec,
+                                                   Thresholds.from_meta(pkg.meta))
             worst = min(r["combined_agreement"] for r in reports.values())
             members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
                                                     for r in reports.values())

@@ -160,10 +160,11 @@ def _linear_kappa(a: np.ndarray, b: np.ndarray, k: int = 4) -> float:
     return float(1.0 - (w * obs).sum() / den) if den > 0 else 1.0
 
 
-def agreement(ref: dict, test: dict, labels: np.ndarray | None = None) -> dict:
+def agreement(ref: dict, test: dict, labels: np.ndarray | None = None, thresholds=None) -> dict:
     """SH/VS/combined agreement and linear kappa of `test` against `ref` (probability dicts), plus
-    accuracy of both against `labels` where known."""
-    r, t = score_probs(ref["sh_prob"], ref["vs_prob"]), score_probs(test["sh_prob"], test["vs_prob"])
+    accuracy of both against `labels` where known. `thresholds`: the teacher's decision thresholds."""
+    r = score_probs(ref["sh_prob"], ref["vs_prob"], thresholds)
+    t = score_probs(test["sh_prob"], test["vs_prob"], thresholds)
     out = {"pairs": int(len(r["sh"]))}
     for k in ("sh", "vs", "combined"):
         out[f"{k}_agreement"] = float(np.mean(r[k] == t[k]))
@@ -415,4 +416,6 @@ class Distiller:
                 "fusion": fusion, "precision": "fp32", "batch": "dynamic",
                 "graphs": [{"file": ONNX_FILE, "kind": "fused"}],
                 "source": {"checkpoint": self.teacher_hash, "checkpoint_path": str(self.ckpt)}}
+        if self.manifest.get("thresholds"):  # the heads imitate the teachers' probabilities: same decisions
+            meta["thresholds"] = self.manifest["thresholds"]
         return write_model_json(self.out, meta, [WEIGHTS_FILE])

@@ -74,7 +74,9 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
             with OrtRunner(load_package(out)) as r:
                 outs = [r.infer({"gs": ho.gs[i:i + 64], "doppler": ho.doppler[i:i + 64]}) for i in range(0, len(ho), 64)]
             test = {k: np.concatenate([o[k] for o in outs]) for k in ("sh_prob", "vs_prob")}
-            result = agreement(ref, test, ho.labels)
+            from rating_edge.scoring import Thresholds
+
+            result = agreement(ref, test, ho.labels, Thresholds.from_meta(d.manifest))
             result.update({"source": ho.source, "sha256": ho.sha256})
         d.write_package(holdout=result)
         line = (f"hold-out ({result['pairs']} pairs) agreement with the teacher: SH {result['sh_agreement']:.3f}, "

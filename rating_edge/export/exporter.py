@@ -16,6 +16,15 @@ STRATEGIES = ("none", "stack")
 INLINE_LIMIT = 1 << 30  # graphs whose weights exceed 1 GiB keep them in an external .data file
 
 
+def checkpoint_preprocess(manifest: dict, spec) -> PreprocessParams:
+    """The preprocessing the networks were made with (the checkpoint's meta.preprocess, e.g. the
+    `rating-official` profile of imported official networks), at the spec's input size."""
+    pp = (manifest.get("meta") or {}).get("preprocess")
+    if isinstance(pp, dict):
+        return PreprocessParams.from_dict({**pp, "input_size": spec.input_size})
+    return PreprocessParams(input_size=spec.input_size)
+
+
 def check_batch_option(batch) -> str | int:
     if batch in ("dynamic", None):
         return "dynamic"
@@ -102,7 +111,7 @@ def export_package(ckpt_dir, out_dir, fuse: str = "stack", chunk=None, opset: in
             fusion["dedup"] = {"backbones_before": before, "backbones_after": before}
         meta = {
             "spec": spec.to_dict(),
-            "preprocess": PreprocessParams(input_size=spec.input_size).to_dict(),
+            "preprocess": checkpoint_preprocess(reader.manifest, spec).to_dict(),
             "inputs": {s: {"dtype": "uint8", "layout": "NHWC", "channels": "RGB",
                            "shape": [batch, spec.input_size, spec.input_size, 3]} for s in STREAMS},
             "fusion": fusion,
@@ -111,6 +120,7 @@ def export_package(ckpt_dir, out_dir, fuse: str = "stack", chunk=None, opset: in
             "opset": opset,
             "heat_size": spec.heat_size,
             "graphs": graphs,
+            **({"thresholds": reader.manifest["thresholds"]} if reader.manifest.get("thresholds") else {}),
             "source": {"checkpoint": hashes, "checkpoint_path": str(Path(ckpt_dir).resolve()),
                        "checkpoint_meta": reader.manifest.get("meta", {})},
         }

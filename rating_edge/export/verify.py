@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rating_edge.scoring import N_GRADES, score_probs
+from rating_edge.scoring import N_GRADES, Thresholds, score_probs
 
 PROB_KEYS = ("sh_prob", "vs_prob")
 HEAT_KEYS = ("heat_gs", "heat_doppler")
@@ -82,8 +82,10 @@ def heat_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare_outputs(ref: dict, test: dict) -> dict:
-    """Compare two output dicts (any subset of sh_prob, vs_prob, heat_gs, heat_doppler present in both)."""
+def compare_outputs(ref: dict, test: dict, thresholds: Thresholds | None = None) -> dict:
+    """Compare two output dicts (any subset of sh_prob, vs_prob, heat_gs, heat_doppler present in both).
+
+    Decisions and grades use the model's `thresholds` (None = 0.5 and ">")."""
     rep: dict = {"pairs": None, "outputs": {}}
     for k in PROB_KEYS + HEAT_KEYS:
         if k in ref and k in test:
@@ -95,16 +97,16 @@ def compare_outputs(ref: dict, test: dict) -> dict:
             rep["outputs"][k] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
                                  "nonfinite_pairs": int((~np.isfinite(t.reshape(len(t), -1))).any(axis=1).sum())}
     if all(k in ref and k in test for k in PROB_KEYS):
+        sr = score_probs(ref["sh_prob"], ref["vs_prob"], thresholds)
+        st = score_probs(test["sh_prob"], test["vs_prob"], thresholds)
         nets = {}
         for k in PROB_KEYS:
             m = k.split("_")[0]
-            agree = ((np.asarray(ref[k]) > 0.5) == (np.asarray(test[k]) > 0.5)).mean(axis=0)  # (folds, 3, seeds)
+            agree = (sr[f"{m}_bits"] == st[f"{m}_bits"]).mean(axis=0)  # (folds, 3, seeds)
             for f, t, s in np.ndindex(agree.shape):
                 nets[f"fold{f}-{m}-gt{t}-seed{s}"] = float(agree[f, t, s])
         rep["network_agreement"] = nets
         rep["min_network_agreement"] = min(nets.values())
-        sr = score_probs(ref["sh_prob"], ref["vs_prob"])
-        st = score_probs(test["sh_prob"], test["vs_prob"])
         rep["grades"] = {g: {"agreement": float((sr[g] == st[g]).mean()), "kappa_linear": weighted_kappa(sr[g], st[g])}
                          for g in GRADE_KEYS}
         rep["grades"]["per_model"] = {
@@ -174,7 +176,7 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
     package = pkg if isinstance(pkg, Package) else load_package(pkg)
     test = run_package(package, gs, doppler, variant)
     ref = reference if reference is not None else reference_outputs(reference_ckpt, gs, doppler)
-    rep = compare_outputs(ref, test)
+    rep = compare_outputs(ref, test, Thresholds.from_meta(package.meta))
     rep["failures"] = apply_gates(rep, gates)
     rep["passed"] = not rep["failures"]
     rep["gates"] = asdict(gates)

@@ -86,7 +86,7 @@ def measure_runtime_overhead(source: str = "phantom://?seed=0&fps=30", frames: i
                 gs, dop = scorer.prepare(pair)
                 assert gs.shape == dop.shape
                 t4 = time.perf_counter()
-                sc = score_probs(sh_p[None], vs_p[None])
+                sc = score_probs(sh_p[None], vs_p[None], scorer.thresholds)
                 scores = {k: v[0] for k, v in sc.items()}
                 a = agg.add(pair.section, pair.t, scores["sh_models"], scores["vs_models"], (scores["sh"], scores["vs"]))
                 st.result = Result(pair, scores, sh_p, vs_p, heat_g, heat_d, {}, t4)
