@@ -207,3 +207,40 @@ def test_threshold_conversion_keeps_decisions():
                     t = vals[(f + 1 + s + task) % 5]
                     off = s_off >= t
                     assert bool(bits[f, task, s]) == ((not off) if task == 2 else off), (s_off, t, task)
+
+
+@pytest.mark.slow
+def test_explain_official_matches_captum_on_the_official_networks(tmp_path):
+    """`explain --method official` on the imported networks = captum run on the official networks."""
+    pytest.importorskip("captum")
+    from captum.attr import IntegratedGradients, NoiseTunnel
+
+    from rating_edge.export.explain import _captum_normalize, official_heatmaps
+    from rating_edge.model.official import import_official
+    from rating_edge.model.reference import load_ensemble
+    from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+
+    size = 32
+    nets, _ = write_official(tmp_path, size)
+    import_official(tmp_path / "checkpoints", tmp_path / "thresh_dict", tmp_path / "ck", input_size=size)
+    ref = load_ensemble(tmp_path / "ck")
+    gs_img, dop_img, roi = phantom_cases(1)[0]
+    x, y, w, h = roi
+    x_gs, x_dop, _, _ = official_inputs(gs_img, dop_img, (x, y, x + w, y + h), (x, y, x + w, y + h), size)
+    torch.manual_seed(0)
+    want = {"gs": [], "doppler": []}
+    for f in range(5):
+        for s in range(2):
+            net = nets[("sh", 0, f, s)]
+            target = int(net(x_gs, x_dop).argmax(1)[0])
+            attrs = NoiseTunnel(IntegratedGradients(net)).attribute((x_gs, x_dop), target=target, nt_samples=8,
+                                                                     nt_type="smoothgrad_sq")
+            for k, a in zip(("gs", "doppler"), attrs):
+                want[k].append(_captum_normalize(a[0].detach().permute(1, 2, 0).numpy()))
+    params = PreprocessParams.official(size)
+    torch.manual_seed(0)
+    got = official_heatmaps(ref, prepare_gs(gs_img, roi, params), prepare_doppler(dop_img, roi, params))
+    for k in ("gs", "doppler"):
+        m = np.mean(want[k], axis=0)
+        assert got[k].shape == (size, size) and 0.0 <= got[k].min() and got[k].max() <= 1.0
+        assert np.abs(got[k] - m).max() < 1e-3, k
