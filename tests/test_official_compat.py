@@ -244,3 +244,21 @@ def test_explain_official_matches_captum_on_the_official_networks(tmp_path):
         m = np.mean(want[k], axis=0)
         assert got[k].shape == (size, size) and 0.0 <= got[k].min() and got[k].max() <= 1.0
         assert np.abs(got[k] - m).max() < 1e-3, k
+
+
+def test_linear2_export_matches_reference_with_gradcam(tmp_path):
+    """The fused `stack` graph of linear2 heads (folded into one vector, constant Grad-CAM weights)
+    against the eager networks and autograd Grad-CAM, under the exact-export gates."""
+    from rating_edge.export.exporter import export_package
+    from rating_edge.export.verify import verify_package
+    from rating_edge.model.init import write_random_ensemble
+    from rating_edge.spec import EnsembleSpec
+
+    spec = EnsembleSpec(folds=1, width=8, input_size=32, hidden=8, head="linear2")
+    write_random_ensemble(tmp_path / "ck", spec, seed=3)
+    export_package(tmp_path / "ck", tmp_path / "pkg", fuse="stack")
+    rng = np.random.default_rng(0)
+    gs = rng.integers(0, 256, (3, 32, 32, 3), np.uint8)
+    dop = rng.integers(0, 256, (3, 32, 32, 3), np.uint8)
+    rep = verify_package(tmp_path / "pkg", tmp_path / "ck", gs, dop)
+    assert rep["passed"], rep["failures"]
