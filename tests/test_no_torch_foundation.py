@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-MODULES = ["rating_edge.preprocess", "rating_edge.scoring", "rating_edge.package", "rating_edge.dataset",
+MODULES = ["rating_edge.preprocess", "rating_edge.preprocess_official", "rating_edge.scoring", "rating_edge.package", "rating_edge.dataset",
            "rating_edge.spec", "rating_edge.heatmap", "rating_edge.runtime.engines"]
 
 

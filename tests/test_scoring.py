@@ -155,3 +155,23 @@ def test_score_probs_equals_official_decoding(data):
     assert list(out["sh_models"][0]) == off["sh"]
     assert list(out["vs_models"][0]) == off["vs"]
     assert (int(out["sh"][0]), int(out["vs"][0]), int(out["combined"][0])) == do_multitude(off["sh"], off["vs"])
+
+
+def test_thresholds_record_round_trip_and_errors():
+    from rating_edge.scoring import Thresholds
+
+    assert Thresholds.from_dict(None, 5, 2).is_default
+    t = np.random.default_rng(0).random((5, 3, 2))
+    th = Thresholds(t, t[::-1].copy(), t > 0.5, t < 0.5)
+    back = Thresholds.from_dict(th.to_dict(), 5, 2)
+    for m in ("sh", "vs"):
+        np.testing.assert_array_equal(back.value(m), th.value(m))  # JSON floats round-trip exactly
+        np.testing.assert_array_equal(back.strict(m), th.strict(m))
+    with pytest.raises(ValueError, match="shape"):
+        Thresholds.from_dict(th.to_dict(), 4, 2)
+    bad = th.to_dict()
+    bad["vs"]["threshold"][0][0][0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        Thresholds.from_dict(bad, 5, 2)
+    with pytest.raises(ValueError, match="module 'vs'"):
+        Thresholds.from_dict({"sh": th.to_dict()["sh"]}, 5, 2)
