@@ -262,3 +262,18 @@ def test_linear2_export_matches_reference_with_gradcam(tmp_path):
     dop = rng.integers(0, 256, (3, 32, 32, 3), np.uint8)
     rep = verify_package(tmp_path / "pkg", tmp_path / "ck", gs, dop)
     assert rep["passed"], rep["failures"]
+
+
+def test_calibration_check_knows_the_official_profile():
+    """A calibration set of official inputs is accepted for an official package; raw colour Doppler is not."""
+    from rating_edge.calibration.calibset import content_problems
+    from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
+
+    params = PreprocessParams.official(64)
+    cases = phantom_cases(3)
+    gs = np.stack([prepare_gs(g, r, params) for g, _, r in cases])
+    dop = np.stack([prepare_doppler(d, r, params) for _, d, r in cases])
+    assert not content_problems(gs, dop, "rating-official")
+    raw = np.stack([np.ascontiguousarray(d[r[1]:r[1] + 64, r[0]:r[0] + 64, ::-1]) for _, d, r in cases[:1]] * 3)
+    assert (np.abs(raw.astype(int) - raw[..., :1]) > 60).mean() > 0.02  # the crop holds colour flow
+    assert any("rating-official" in p for p in content_problems(gs, raw, "rating-official"))

@@ -74,8 +74,9 @@ def _neighbour_correlation(gray: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(axis=1) / np.maximum(den, 1e-12), 1.0)
 
 
-def content_problems(gs: np.ndarray, doppler: np.ndarray) -> list[str]:
-    """Why these arrays cannot be trusted as calibration images (empty list: fine)."""
+def content_problems(gs: np.ndarray, doppler: np.ndarray, profile: str = "rating-edge") -> list[str]:
+    """Why these arrays cannot be trusted as calibration images (empty list: fine). `profile`: the
+    preprocessing profile the Doppler images must have been made with."""
     problems = []
     n = len(gs)
     for name, arr in (("gs", gs), ("doppler", doppler)):
@@ -89,6 +90,17 @@ def content_problems(gs: np.ndarray, doppler: np.ndarray) -> list[str]:
         if corr < 0.3:
             problems.append(f"the {name} images look like random noise (median neighbour-pixel correlation "
                             f"{corr:.2f}; ultrasound images are > 0.5)")
+    if profile == "rating-official":
+        # the official transform leaves no pixel above its saturation cut except the painted blue, so
+        # painting again changes nothing; untransformed colour Doppler changes
+        from rating_edge.preprocess_official import paint_blue
+
+        changed = np.concatenate([(paint_blue(d.copy()) != d).any(axis=2).ravel() for d in doppler])
+        off = float(changed.mean())
+        if off > 0.01:
+            problems.append(f"{off:.1%} of Doppler pixels are saturated colour, not the official blue paint: the "
+                            "Doppler images were not made with the package's rating-official preprocessing")
+        return problems
     # The Doppler transform paints signal pure red on a gray image, so G == B everywhere (a resize
     # only blends red with gray, which keeps G == B). Untransformed colour Doppler breaks this.
     gb = np.abs(doppler[..., 1].astype(np.int16) - doppler[..., 2].astype(np.int16)) > 2
@@ -145,7 +157,7 @@ def write_calib(out, gs: np.ndarray, doppler: np.ndarray, labels, params: Prepro
         raise CalibrationError("no calibration pairs were collected; check the source")
     _check_arrays(gs, doppler, params.input_size, str(out))
     labels = (np.full((n, 3), -1, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(n, 3))
-    problems = content_problems(gs, doppler)
+    problems = content_problems(gs, doppler, params.profile)
     if problems:
         raise CalibrationError(f"refusing to write calibration set {out}: " + "; ".join(problems))
     if out.exists() and any(out.iterdir()):
@@ -225,7 +237,8 @@ def load_calib(path, params: PreprocessParams | None = None, warn_small: bool = 
         raise CalibrationError(f"{path}: {len(cs)} pairs in shards, manifest says {manifest['count']}")
     if params is not None and size != params.input_size:
         raise CalibrationError(f"{path}: images are {size}px, the package wants {params.input_size}px")
-    problems = content_problems(cs.gs, cs.doppler)
+    profile = PreprocessParams.from_dict(manifest["preprocess"]).profile if "preprocess" in manifest else "rating-edge"
+    problems = content_problems(cs.gs, cs.doppler, profile)
     if problems:
         raise CalibrationError(f"{path}: " + "; ".join(problems))
     if warn_small and len(cs) < MIN_PAIRS:

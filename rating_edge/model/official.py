@@ -32,7 +32,7 @@ import numpy as np
 
 from rating_edge.errors import CheckpointError
 from rating_edge.package import sha256_file
-from rating_edge.spec import EnsembleSpec, network_id
+from rating_edge.spec import EnsembleSpec, network_id, parse_network_id
 
 CLASSES = ("0,123-0,123", "01,23-01,23", "3,012-3,012")  # task 0 (> 0), 1 (> 1), 2 (<= 2, swapped)
 SWAPPED_TASK = 2
@@ -236,8 +236,7 @@ def import_official(ckpt_dir, thresh_path, out, input_size: int = 224) -> Path:
     thresholds = convert_thresholds(read_thresh_dict(thresh_path))
     states = {}
     for nid, path in sorted(files.items()):
-        module = "sh" if "-sh-" in nid else "vs"
-        states[nid] = _map_keys(nid, module, _load_pth(nid, path))
+        states[nid] = _map_keys(nid, parse_network_id(nid)[1], _load_pth(nid, path))
     first = states[network_id(0, "sh", 0, 0)]
     try:
         width = int(first["F.conv1.weight"].shape[0])
@@ -247,8 +246,9 @@ def import_official(ckpt_dir, thresh_path, out, input_size: int = 224) -> Path:
     spec = EnsembleSpec(folds=FOLDS, seeds=SEEDS, width=width, input_size=input_size, hidden=hidden, head="linear2")
     models = {}
     for nid, state in states.items():
-        if int(nid.split("-gt")[1][0]) == SWAPPED_TASK:
-            last = "H.1" if "-sh-" in nid else "fc.1"
+        _, module, task, _ = parse_network_id(nid)
+        if task == SWAPPED_TASK:
+            last = "H.1" if module == "sh" else "fc.1"
             for k in (f"{last}.weight", f"{last}.bias"):
                 if k in state:
                     state[k] = torch.flip(state[k], dims=[0]).contiguous()  # rows (class 0, class 1) swapped
