@@ -274,6 +274,6 @@ def test_calibration_check_knows_the_official_profile():
     gs = np.stack([prepare_gs(g, r, params) for g, _, r in cases])
     dop = np.stack([prepare_doppler(d, r, params) for _, d, r in cases])
     assert not content_problems(gs, dop, "rating-official")
-    raw = np.stack([np.ascontiguousarray(d[r[1]:r[1] + 64, r[0]:r[0] + 64, ::-1]) for _, d, r in cases[:1]] * 3)
-    assert (np.abs(raw.astype(int) - raw[..., :1]) > 60).mean() > 0.02  # the crop holds colour flow
+    raw = dop.copy()
+    raw[:, 10:30, 10:30] = (200, 30, 30)  # red flow left unpainted, as an untransformed colour Doppler crop
     assert any("rating-official" in p for p in content_problems(gs, raw, "rating-official"))
