@@ -57,8 +57,12 @@ class CalibSet:
 
 # ---------------------------------------------------------------- content checks
 
-def doppler_fraction(doppler_rgb: np.ndarray) -> np.ndarray:
-    """Share of red-painted (Doppler signal) pixels per transformed Doppler image, (N,)."""
+def doppler_fraction(doppler_rgb: np.ndarray, profile: str = "rating-edge") -> np.ndarray:
+    """Share of painted (Doppler signal) pixels per transformed Doppler image, (N,): red for this
+    project's profile, exactly (0, 0, 255) for the official one."""
+    if profile == "rating-official":
+        blue = (doppler_rgb[..., 0] == 0) & (doppler_rgb[..., 1] == 0) & (doppler_rgb[..., 2] == 255)
+        return blue.reshape(len(doppler_rgb), -1).mean(axis=1)
     r = doppler_rgb[..., 0].astype(np.int16)
     g = doppler_rgb[..., 1].astype(np.int16)
     return ((r - g) > 60).reshape(len(doppler_rgb), -1).mean(axis=1)
@@ -138,7 +142,7 @@ def holdout_split(cs: CalibSet, fraction: float = 0.25, seed: int = 0) -> tuple[
     n = len(cs)
     if n < 4:
         raise CalibrationError(f"calibration set has {n} pairs; need at least 4 to hold some out for the gate")
-    order = balanced_order(cs.labels, doppler_fraction(cs.doppler), seed)
+    order = balanced_order(cs.labels, doppler_fraction(cs.doppler, (cs.manifest.get("preprocess") or {}).get("profile", "rating-edge")), seed)
     k = max(2, int(round(n * fraction)))
     held = np.sort(order[::max(1, n // k)][:k])
     rest = np.setdiff1d(np.arange(n), held)
@@ -169,7 +173,7 @@ def write_calib(out, gs: np.ndarray, doppler: np.ndarray, labels, params: Prepro
         np.savez(out / name, gs=gs[s:s + shard_size], doppler=doppler[s:s + shard_size],
                  labels=labels[s:s + shard_size])
         shards.append({"file": name, "count": int(min(shard_size, n - s)), "sha256": sha256_file(out / name)})
-    dfrac = doppler_fraction(doppler)
+    dfrac = doppler_fraction(doppler, params.profile)
     known = labels[:, 2] >= 0
     manifest = {
         "format": FORMAT, "format_version": 1, "count": int(n), "input_size": int(params.input_size),
