@@ -135,9 +135,16 @@ def test_linear2_teachers_init_and_gradcam():
     st = build_student(spec, "layer3", "module").eval()
     st.init_from_teacher(teachers)
     with torch.no_grad():
-        sh, vs, hg, _ = st(torch.from_numpy(gs), torch.from_numpy(dop))
+        sh, _, hg, _ = st(torch.from_numpy(gs), torch.from_numpy(dop))
     np.testing.assert_allclose(sh.numpy()[:, 0], ref["sh_prob"][:, 0], atol=1e-5)
-    np.testing.assert_allclose(vs.numpy()[:, 0], ref["vs_prob"][:, 0], atol=1e-5)
+    # each VS head is the teacher's two Linear layers multiplied into one: same logits on any features
+    feats = torch.randn(4, spec.feature_dim)
+    for gi, ids in enumerate(st.head_ids("vs")):
+        for ki, nid in enumerate(ids):
+            with torch.no_grad():
+                want = teachers[nid].fc(feats)
+                got = feats @ st.vs_w[gi, :, ki * 2:(ki + 1) * 2] + st.vs_b[gi, 0, ki * 2:(ki + 1) * 2]
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
     x_gs, x_dop = st.normalize(torch.from_numpy(gs)), st.normalize(torch.from_numpy(dop))
     maps = st._maps(x_gs, x_dop)
     d = st._to_grid(st._heads(maps)[0][..., 1] - st._heads(maps)[0][..., 0])
