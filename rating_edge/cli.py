@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -61,16 +62,33 @@ def init_ensemble_cmd(
 
 @app.command("import-checkpoints")
 def import_checkpoints_cmd(
-    mapping: Path = typer.Argument(..., help="JSON/YAML mapping from network id to .pth file."),
+    source: Path = typer.Argument(..., help="--format mapping: JSON/YAML mapping from network id to .pth file. "
+                                  "--format rating-official: the official checkpoints folder (GSDOPPLER/ and DOPPLER/)."),
     out: Path = typer.Argument(..., help="Output checkpoint folder."),
+    fmt: str = typer.Option("mapping", "--format", help="mapping | rating-official (the authors' published layout)."),
+    thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="rating-official: the thresh_dict pickle "
+                                              "(per-network decision thresholds; required)."),
+    input_size: int = typer.Option(224, "--input-size", help="rating-official: network input size (224 in the "
+                                   "official code; smaller only for tests)."),
 ):
-    """Import torchvision-style .pth state dicts (weights_only) into the checkpoint layout."""
-    from rating_edge.model.importer import import_checkpoints
-
+    """Import .pth state dicts (weights_only) into the checkpoint layout; `--format rating-official`
+    reads the paper's own 60 networks with their thresholds and preprocessing (docs/official.md)."""
     if out.exists() and any(out.iterdir()):
         raise RatingEdgeError(f"{out} exists and is not empty; choose a new folder")
-    p = import_checkpoints(mapping, out)
+    if fmt == "rating-official":
+        from rating_edge.model.official import import_official
+
+        if thresholds is None:
+            raise RatingEdgeError("--format rating-official needs --thresholds THRESH_DICT (the official thresh_dict)")
+        p = import_official(source, thresholds, out, input_size)
+    elif fmt == "mapping":
+        from rating_edge.model.importer import import_checkpoints
+
+        p = import_checkpoints(source, out)
+    else:
+        raise RatingEdgeError(f"unknown --format {fmt!r}; use mapping or rating-official")
     console.print(f"[green]imported[/] {p}")
+    console.print(f"next: rating-edge export {out} {out}-pkg --fuse stack")
 
 
 def _register_stages() -> None:

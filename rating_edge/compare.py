@@ -114,8 +114,9 @@ class Gates:
     min_heat_corr: float = 0.99
 
 
-def grade_report(ref: dict, test: dict) -> dict:
-    """Grades of both sides (ECOC + MULTITUDE) and their agreement and kappas, under the NaN/Inf rule."""
+def grade_report(ref: dict, test: dict, thresholds=None) -> dict:
+    """Grades of both sides (ECOC + MULTITUDE with the model's decision thresholds, scoring.Thresholds;
+    None = 0.5 and ">") and their agreement and kappas, under the NaN/Inf rule."""
     n = int(np.asarray(ref["sh_prob"]).shape[0])
     ok = np.ones(n, bool)
     for k in PROB_KEYS:
@@ -127,8 +128,8 @@ def grade_report(ref: dict, test: dict) -> dict:
         rep["per_model"] = {"sh": 0.0, "vs": 0.0}
         rep["scores"] = None
         return rep
-    sr = score_probs(np.asarray(ref["sh_prob"])[ok], np.asarray(ref["vs_prob"])[ok])
-    st = score_probs(np.asarray(test["sh_prob"])[ok], np.asarray(test["vs_prob"])[ok])
+    sr = score_probs(np.asarray(ref["sh_prob"])[ok], np.asarray(ref["vs_prob"])[ok], thresholds)
+    st = score_probs(np.asarray(test["sh_prob"])[ok], np.asarray(test["vs_prob"])[ok], thresholds)
     for g in GRADE_KEYS:  # non-finite pairs count as disagreeing (their matches are not counted)
         rep[g] = {"agreement": float((sr[g] == st[g]).sum() / n), "kappa_linear": kappa(sr[g], st[g]),
                   "kappa_quadratic": kappa(sr[g], st[g], "quadratic")}
@@ -139,17 +140,22 @@ def grade_report(ref: dict, test: dict) -> dict:
     return rep
 
 
-def member_agreement(ref: dict, test: dict) -> dict:
-    """{module: (folds, tasks, seeds) binary decision agreement (p > 0.5)}; non-finite values disagree."""
+def member_agreement(ref: dict, test: dict, thresholds=None) -> dict:
+    """{module: (folds, tasks, seeds) agreement of the binary decisions the grades are made of (the
+    model's thresholds; p > 0.5 without them)}; non-finite values disagree."""
     out = {}
     for k in PROB_KEYS:
         r, t = np.asarray(ref[k], np.float64), np.asarray(test[k], np.float64)
-        same = ((r > 0.5) == (t > 0.5)) & np.isfinite(r) & np.isfinite(t)
+        if thresholds is None:
+            dr, dt = r > 0.5, t > 0.5
+        else:
+            dr, dt = thresholds.decide(k.split("_")[0], r), thresholds.decide(k.split("_")[0], t)
+        same = (dr == dt) & np.isfinite(r) & np.isfinite(t)
         out[k.split("_")[0]] = same.mean(axis=0)
     return out
 
 
-def compare_outputs(ref: dict, test: dict, expected=PROB_KEYS + HEAT_KEYS) -> dict:
+def compare_outputs(ref: dict, test: dict, expected=PROB_KEYS + HEAT_KEYS, thresholds=None) -> dict:
     """Compare two output dicts over the outputs `expected` that the reference holds.
 
     `missing` lists those the test lacks or gives in another shape; `pairs` is the number compared.
@@ -177,12 +183,12 @@ def compare_outputs(ref: dict, test: dict, expected=PROB_KEYS + HEAT_KEYS) -> di
         rep["missing"].append("every expected output (the reference has none of " + ", ".join(expected) + ")")
     if rep["pairs"] and all(k in rep["outputs"] for k in PROB_KEYS):
         nets = {}
-        for m, agree in member_agreement(ref, test).items():
+        for m, agree in member_agreement(ref, test, thresholds).items():
             for f, t_, s in np.ndindex(agree.shape):
                 nets[f"fold{f}-{m}-gt{t_}-seed{s}"] = float(agree[f, t_, s])
         rep["network_agreement"] = nets
         rep["min_network_agreement"] = min(nets.values())
-        g = grade_report(ref, test)
+        g = grade_report(ref, test, thresholds)
         rep["grades"] = {k: g[k] for k in GRADE_KEYS}
         rep["grades"]["per_model"] = g["per_model"]
     for k in HEAT_KEYS:

@@ -150,7 +150,8 @@ def _num(x):
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
-def evaluate_predictions(probs_dict: dict, labels, bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+def evaluate_predictions(probs_dict: dict, labels, bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
+                         thresholds=None) -> dict:
     """Metrics (JSON-ready dict) from engine outputs {"sh_prob", "vs_prob"} (N, folds, 3, seeds) and
     labels (N, 3) [sh, vs, combined] (or a dict with those keys). `bootstrap=0` skips the CIs."""
     y = _labels_array(labels)
@@ -164,7 +165,7 @@ def evaluate_predictions(probs_dict: dict, labels, bootstrap: int = 1000, seed: 
     if bad:  # the NaN/Inf rule of rating_edge.compare: such a model fails, it is not scored
         raise RatingEdgeError(f"the model gave NaN or infinite probabilities on {bad} of {len(y)} pairs; "
                               "it cannot be evaluated (check the package with `rating-edge verify`)")
-    scored = score_probs(sh_p, vs_p)
+    scored = score_probs(sh_p, vs_p, thresholds)  # the model's own decision thresholds
     grades = {t: np.asarray(scored[t]) for t in TARGETS}
     task_probs = {"sh": sh_p.mean(axis=(1, 3)), "vs": vs_p.mean(axis=(1, 3))}  # (N, 3): mean over folds x seeds
     point = point_metrics(task_probs, grades, y)
@@ -198,6 +199,20 @@ def evaluate_predictions(probs_dict: dict, labels, bootstrap: int = 1000, seed: 
 
 # ---- running a model over a dataset ------------------------------------------------------------
 
+def model_thresholds(model):
+    """A package's or checkpoint's decision thresholds (scoring.Thresholds)."""
+    import json
+
+    from rating_edge.scoring import Thresholds
+
+    p = Path(model)
+    meta = json.loads((p / ("model.json" if model_kind(model) == "package" else "ensemble.json")).read_text())
+    try:
+        return Thresholds.from_meta(meta)
+    except ValueError as e:
+        raise RatingEdgeError(f"{model}: {e}") from None
+
+
 def model_kind(model) -> str:
     p = Path(model)
     if (p / "model.json").is_file():
@@ -221,8 +236,8 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
         raise RatingEdgeError("--batch must be at least 1")
     kind = model_kind(model)
     if kind == "package":
-        from rating_edge.package import load_package
         from rating_edge.infer import make_runner
+        from rating_edge.package import load_package
 
         pkg = load_package(model)
         params = pkg.preprocess
@@ -282,7 +297,7 @@ def evaluate_model(model, data_dir, bootstrap: int = 1000, seed: int = 0, batch:
     probs, labels, _, info = predict_dataset(model, data_dir, batch, backend, variant, progress, threads)
     if predictions is not None:
         predictions.update(probs=probs, labels=labels)
-    result = evaluate_predictions(probs, labels, bootstrap, seed)
+    result = evaluate_predictions(probs, labels, bootstrap, seed, thresholds=model_thresholds(model))
     result["model"] = {"path": str(model), **info}
     result["data"] = str(data_dir)
     return result

@@ -15,6 +15,8 @@ model.json (keys others rely on):
     engines         (packages from before engines.json only) TensorRT engine records
     artifacts       {relative file: {"sha256", "bytes"}} for every file the package carries
     source          {"checkpoint": {ensemble.json + per-network SHA-256}, ...}
+    thresholds      per-network decision thresholds (rating_edge.scoring.Thresholds; absent = 0.5, ">")
+    preprocess.profile  "rating-edge" (networks trained here) or "rating-official" (the authors' code)
 
 A graph record is {"file": "model.onnx", "kind": "fused"} for a graph that outputs the four package
 outputs itself, or {"file": "networks/<id>.onnx", "kind": "network", "network": id} for the `none`
@@ -202,6 +204,12 @@ def load_package(path, verify: bool = True) -> Package:
         raise PackageError(f"{path}: not a model package (no {PACKAGE_FILE}); make one with `rating-edge export`")
     meta = read_manifest_json(mj, FORMAT, "model package", PackageError, PACKAGE)
     hint = "re-export the package with `rating-edge export`"
+    from rating_edge.scoring import Thresholds
+
+    try:
+        Thresholds.from_meta(meta)
+    except ValueError as e:
+        raise PackageError(f"{mj}: {e}; {hint}") from None
     records = dict(meta["artifacts"])
     for f in referenced_files(meta):
         if f not in records:

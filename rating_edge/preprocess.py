@@ -6,6 +6,10 @@ float cast and ImageNet normalisation happen inside the graph (and in `normalize
 
 Doppler transform: Doppler signal (coloured pixels) becomes pure red on the gray image, which makes
 colour Doppler (red/blue maps) and power Doppler (orange/yellow maps) look alike to the networks.
+
+Two profiles, recorded in every package (`PreprocessParams.profile`): "rating-edge" (the above, for
+networks trained here) and "rating-official" (the authors' published operations, blue paint and
+Pillow resize, for networks imported from their checkpoints: rating_edge.preprocess_official).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from rating_edge.errors import RatingEdgeError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RED_BGR = (0, 0, 255)
+PROFILES = ("rating-edge", "rating-official")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class PreprocessParams:
     std: tuple = IMAGENET_STD
     interpolation: str = "area"
     doppler: DopplerParams = field(default_factory=DopplerParams)
+    profile: str = "rating-edge"
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise RatingEdgeError(f"unknown preprocessing profile {self.profile!r}; one of {', '.join(PROFILES)}")
+
+    @classmethod
+    def official(cls, input_size: int = 224) -> "PreprocessParams":
+        """The authors' operations (Pillow bilinear resize, blue paint on saturated pixels)."""
+        return cls(input_size=input_size, interpolation="pil-bilinear", profile="rating-official")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,6 +73,7 @@ class PreprocessParams:
             std=tuple(float(x) for x in d.get("std", IMAGENET_STD)),
             interpolation=d.get("interpolation", "area"),
             doppler=dop,
+            profile=str(d.get("profile", "rating-edge")),
         )
 
 
@@ -196,6 +212,10 @@ def _resize_rgb(image_bgr: np.ndarray, size: int, interpolation: str) -> np.ndar
 def prepare_gs(image_bgr: np.ndarray, roi=None, params: PreprocessParams | None = None) -> np.ndarray:
     """Scanner GS image (BGR) -> network input: uint8 RGB (S, S, 3)."""
     p = params or PreprocessParams()
+    if p.profile == "rating-official":
+        from rating_edge.preprocess_official import official_gs
+
+        return official_gs(check_image(image_bgr, "GS image"), roi, p.input_size)
     return _resize_rgb(crop_roi(image_bgr, roi, "GS image"), p.input_size, p.interpolation)
 
 
@@ -205,6 +225,10 @@ def prepare_doppler(image_bgr: np.ndarray, roi=None, params: PreprocessParams | 
     The transform runs before the resize so thin vessels are segmented at full resolution.
     """
     p = params or PreprocessParams()
+    if p.profile == "rating-official":
+        from rating_edge.preprocess_official import official_doppler
+
+        return official_doppler(check_image(image_bgr, "Doppler image"), roi, p.input_size)
     crop = crop_roi(image_bgr, roi, "Doppler image")
     # The resize treats channels independently, so resizing the red plane and the (equal) green/blue
     # plane once each and merging in RGB order equals resizing the BGR transform and flipping it, for

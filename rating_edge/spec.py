@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass
 from rating_edge.errors import RatingEdgeError
 
 MODULES = ("sh", "vs")
+# Head variants. "mlp": SH H = Linear -> ReLU -> Linear, VS = torchvision's fc (this project's training).
+# "linear2": SH and VS heads Linear(., hidden) -> Linear(hidden, 2) with no activation between them,
+# as in the authors' published code (models/networks/GSDopplerFeatureFusion_net.py, build_heads).
+HEADS = ("mlp", "linear2")
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class EnsembleSpec:
     width: int = 64
     input_size: int = 224
     hidden: int = 256
+    head: str = "mlp"
 
     def __post_init__(self):
         if self.tasks != 3:
@@ -28,6 +33,8 @@ class EnsembleSpec:
         for k in ("folds", "seeds", "width", "input_size", "hidden"):
             if int(getattr(self, k)) < 1:
                 raise RatingEdgeError(f"ensemble spec: {k} must be positive")
+        if self.head not in HEADS:
+            raise RatingEdgeError(f"ensemble spec: head {self.head!r} is not one of {', '.join(HEADS)}")
         if self.input_size < 32:
             raise RatingEdgeError("ensemble spec: input_size must be at least 32 (ResNet-18 downsamples 32x)")
 
@@ -53,6 +60,8 @@ class EnsembleSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "EnsembleSpec":
         known = {k: int(d[k]) for k in ("folds", "tasks", "seeds", "width", "input_size", "hidden") if k in d}
+        if "head" in d:
+            known["head"] = str(d["head"])
         return cls(**known)
 
 

@@ -12,9 +12,11 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_runtime_layout import agreement
+
 from rating_edge.phantom import video
 from rating_edge.phantom.screens import write_screens
 from rating_edge.runtime.screen_eval import evaluate
+
 tot = ok = 0; worst = (2, None)
 d = Path(tempfile.mkdtemp())
 for theme in ["aurora", "meridian", "halcyon", "sierra", "tundra"]:

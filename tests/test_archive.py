@@ -85,8 +85,8 @@ def test_in_process_matches_runtime_scorer_and_truth(archive, tiny_pkg, tmp_path
     from rating_edge.archive.pipeline import run_local
     from rating_edge.archive.results import Results
     from rating_edge.archive.study import pair_study, scoring_params
-    from rating_edge.package import load_package
     from rating_edge.infer import make_runner
+    from rating_edge.package import load_package
     from rating_edge.runtime.worker import Scorer
 
     rep = run_local(_cfg(archive, tiny_pkg, tmp_path / "r"))

@@ -7,7 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from rating_edge.bench.core import Candidate, render_table, run_bench, summarize, time_calls
+from rating_edge.bench.core import (
+    Candidate,
+    render_table,
+    run_bench,
+    summarize,
+    time_calls,
+)
 
 
 def test_summarize_percentiles_and_throughput():

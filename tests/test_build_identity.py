@@ -10,7 +10,12 @@ import pytest
 
 from rating_edge.calibration import trt_build
 from rating_edge.errors import RatingEdgeError
-from rating_edge.package import ENGINES_FILE, load_package, sha256_file, write_model_json
+from rating_edge.package import (
+    ENGINES_FILE,
+    load_package,
+    sha256_file,
+    write_model_json,
+)
 from rating_edge.preprocess import PreprocessParams
 from rating_edge.spec import preset
 

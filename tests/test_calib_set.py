@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rating_edge.calibration.calibset import (CalibrationWarning, balanced_order, content_problems,
-                                              doppler_fraction, holdout_split, load_calib, write_calib)
+from rating_edge.calibration.calibset import (
+    CalibrationWarning,
+    balanced_order,
+    content_problems,
+    doppler_fraction,
+    holdout_split,
+    load_calib,
+    write_calib,
+)
 from rating_edge.errors import CalibrationError
 from rating_edge.package import sha256_file
 from rating_edge.preprocess import PreprocessParams

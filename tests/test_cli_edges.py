@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from test_runtime_fixtures import make_onnx_package
 
 from rating_edge.cli import main
-
-from test_runtime_fixtures import make_onnx_package
 
 
 def _one_line_error(capsys, *needles):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from rating_edge.calibration.gate import agreement_report
-from rating_edge.compare import (Gates, apply_gates, compare_outputs, heat_correlation, kappa, kappa_from_confusion)
+from rating_edge.compare import (
+    Gates,
+    apply_gates,
+    compare_outputs,
+    heat_correlation,
+    kappa,
+    kappa_from_confusion,
+)
 from rating_edge.errors import RatingEdgeError
 from rating_edge.evaluate import evaluate_predictions, point_metrics, weighted_metrics
 from rating_edge.export.distill import agreement as distill_agreement

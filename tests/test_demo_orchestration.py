@@ -5,8 +5,18 @@ import sqlite3
 import pytest
 
 from rating_edge import demo as demo_mod
-from rating_edge.demo import (Demo, DemoSettings, StageError, available_commands, find_sidecar, format_summary,
-                              read_log_pairs, read_sidecar, summarize, truth_combined)
+from rating_edge.demo import (
+    Demo,
+    DemoSettings,
+    StageError,
+    available_commands,
+    find_sidecar,
+    format_summary,
+    read_log_pairs,
+    read_sidecar,
+    summarize,
+    truth_combined,
+)
 
 
 def test_cache_key_depends_on_settings_and_version(monkeypatch):

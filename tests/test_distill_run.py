@@ -9,7 +9,14 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from rating_edge.errors import RatingEdgeError  # noqa: E402
-from rating_edge.export.distill import DistillConfig, Distiller, Frames, load_frames, phantom_frames, teacher_logodds  # noqa: E402
+from rating_edge.export.distill import (  # noqa: E402
+    DistillConfig,
+    Distiller,
+    Frames,
+    load_frames,
+    phantom_frames,
+    teacher_logodds,
+)
 from rating_edge.preprocess import PreprocessParams, normalize  # noqa: E402
 from rating_edge.spec import EnsembleSpec  # noqa: E402
 
@@ -43,9 +50,9 @@ def frames():
 def test_package_io_and_provenance(teacher, tmp_path):
     from rating_edge.export.distill_commands import run_distill
     from rating_edge.export.student import Student, StudentConfig
+    from rating_edge.infer import make_runner
     from rating_edge.model.checkpoint import checkpoint_hashes
     from rating_edge.package import load_package
-    from rating_edge.infer import make_runner
 
     out = tmp_path / "pkg"
     fusion = run_distill(teacher, out, share_depth="layer3", frames="phantom:8", epochs=1, batch=4, holdout="phantom:6")

@@ -118,3 +118,40 @@ def test_onnx_matches_torch_student(tmp_path, share_depth, branches):
     for g, w in zip(got, want):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, atol=2e-5)
+
+
+def test_linear2_teachers_init_and_gradcam():
+    """The authors' head (Linear -> Linear, no activation): the student copies it exactly (VS heads
+    multiplied into one Linear) and its forward-only Grad-CAM stays the autograd one."""
+    from dataclasses import replace
+
+    from rating_edge.model.init import init_ensemble
+    from rating_edge.model.reference import ReferenceEnsemble
+
+    spec = replace(SPEC, head="linear2", folds=2)
+    teachers = init_ensemble(spec, seed=4, share_backbones=True)
+    gs, dop = _images(3, 5)
+    ref = ReferenceEnsemble(spec, teachers).predict_probs(gs, dop)
+    st = build_student(spec, "layer3", "module").eval()
+    st.init_from_teacher(teachers)
+    with torch.no_grad():
+        sh, _, hg, _ = st(torch.from_numpy(gs), torch.from_numpy(dop))
+    np.testing.assert_allclose(sh.numpy()[:, 0], ref["sh_prob"][:, 0], atol=1e-5)
+    # each VS head is the teacher's two Linear layers multiplied into one: same logits on any features
+    feats = torch.randn(4, spec.feature_dim)
+    for gi, ids in enumerate(st.head_ids("vs")):
+        for ki, nid in enumerate(ids):
+            with torch.no_grad():
+                want = teachers[nid].fc(feats)
+                got = feats @ st.vs_w[gi, :, ki * 2:(ki + 1) * 2] + st.vs_b[gi, 0, ki * 2:(ki + 1) * 2]
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    x_gs, x_dop = st.normalize(torch.from_numpy(gs)), st.normalize(torch.from_numpy(dop))
+    maps = st._maps(x_gs, x_dop)
+    d = st._to_grid(st._heads(maps)[0][..., 1] - st._heads(maps)[0][..., 0])
+    cams = []
+    for f in range(spec.folds):
+        for s in range(spec.seeds):
+            gr = torch.autograd.grad(d[:, f, HEAT_TASK, s].sum(), [maps["sh_gs"]], retain_graph=True)[0]
+            alpha = gr[:, 0].mean(dim=(2, 3), keepdim=True)
+            cams.append(torch.relu((alpha * maps["sh_gs"][:, 0]).sum(1)).detach().numpy())
+    np.testing.assert_allclose(hg.numpy(), normalize_heat(np.mean(cams, 0)), atol=1e-5)

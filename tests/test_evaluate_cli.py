@@ -7,13 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+from test_train_toydata import write_toy_dataset
 from typer.testing import CliRunner
 
 from rating_edge.cli import app
 from rating_edge.spec import EnsembleSpec
 from rating_edge.train.config import TrainConfig
 from rating_edge.train.recipe import train_ensemble
-from test_train_toydata import write_toy_dataset
 
 SMALL = EnsembleSpec(folds=2, seeds=1, width=4, input_size=32, hidden=8)
 

@@ -3,11 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    roc_auc_score,
+)
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.evaluate import (bootstrap_ci, evaluate_predictions, point_metrics, resample_counts,
-                                  weighted_metrics)
+from rating_edge.evaluate import (
+    bootstrap_ci,
+    evaluate_predictions,
+    point_metrics,
+    resample_counts,
+    weighted_metrics,
+)
 
 Y_HAND = np.array([0, 0, 1, 1, 2, 3])
 G_HAND = np.array([0, 1, 1, 1, 3, 3])

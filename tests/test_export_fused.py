@@ -12,10 +12,10 @@ pytest.importorskip("onnxruntime")
 
 from rating_edge.export.exporter import export_package  # noqa: E402
 from rating_edge.export.gradcam import gradcam_reference  # noqa: E402
+from rating_edge.infer import make_runner  # noqa: E402
 from rating_edge.model.init import write_random_ensemble  # noqa: E402
 from rating_edge.model.reference import load_ensemble  # noqa: E402
 from rating_edge.package import load_package  # noqa: E402
-from rating_edge.infer import make_runner  # noqa: E402
 from rating_edge.spec import EnsembleSpec  # noqa: E402
 
 GATE = 1e-4

@@ -2,8 +2,9 @@
 import subprocess
 import sys
 
-MODULES = ["rating_edge.preprocess", "rating_edge.scoring", "rating_edge.package", "rating_edge.dataset",
-           "rating_edge.spec", "rating_edge.heatmap", "rating_edge.infer", "rating_edge.infer.ort", "rating_edge.infer.trt", "rating_edge.threads"]
+MODULES = ["rating_edge.preprocess", "rating_edge.preprocess_official", "rating_edge.scoring", "rating_edge.package",
+           "rating_edge.dataset", "rating_edge.spec", "rating_edge.heatmap", "rating_edge.infer", "rating_edge.infer.ort",
+           "rating_edge.infer.trt", "rating_edge.threads"]
 
 
 def test_foundation_does_not_import_torch():

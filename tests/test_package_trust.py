@@ -11,8 +11,14 @@ import pytest
 
 from rating_edge.cli import main
 from rating_edge.errors import CalibrationError, CheckpointError, PackageError
-from rating_edge.package import (ENGINES_FILE, load_package, resolve_inside, sha256_file,
-                                 write_engines_json, write_model_json)
+from rating_edge.package import (
+    ENGINES_FILE,
+    load_package,
+    resolve_inside,
+    sha256_file,
+    write_engines_json,
+    write_model_json,
+)
 from rating_edge.preprocess import PreprocessParams
 from rating_edge.spec import preset
 

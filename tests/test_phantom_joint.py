@@ -7,9 +7,21 @@ import numpy as np
 import pytest
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.phantom.joint import (VS2_COVERAGE, VS3_COVERAGE, bone_top_line_y, make_pair,
-                                       sample_anatomy, sample_grades, spot_area)
-from rating_edge.preprocess import PreprocessParams, doppler_mask, prepare_doppler, prepare_gs
+from rating_edge.phantom.joint import (
+    VS2_COVERAGE,
+    VS3_COVERAGE,
+    bone_top_line_y,
+    make_pair,
+    sample_anatomy,
+    sample_grades,
+    spot_area,
+)
+from rating_edge.preprocess import (
+    PreprocessParams,
+    doppler_mask,
+    prepare_doppler,
+    prepare_gs,
+)
 
 VALID = [(s, v) for s in range(4) for v in range(4) if not (s == 0 and v > 0)]
 

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.phantom.video import (THEMES, LiveScanner, PhantomScanner, open_live, parse_phantom_url,
-                                       write_video)
+from rating_edge.phantom.video import (
+    THEMES,
+    LiveScanner,
+    PhantomScanner,
+    open_live,
+    parse_phantom_url,
+    write_video,
+)
 
 SIZE = (400, 300)
 FPS = 10

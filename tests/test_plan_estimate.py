@@ -10,8 +10,15 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from rating_edge.bench.plan import (DEVICES, PackageCount, GraphCount, count_graph, count_package,  # noqa: E402
-                                    estimate, plan)
+from rating_edge.bench.plan import (  # noqa: E402
+    DEVICES,
+    GraphCount,
+    PackageCount,
+    count_graph,
+    count_package,
+    estimate,
+    plan,
+)
 from rating_edge.cli import app  # noqa: E402
 from rating_edge.errors import RatingEdgeError  # noqa: E402
 from rating_edge.model.resnet import ResNet18  # noqa: E402

@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.preprocess import (PreprocessParams, check_batch, crop_roi, doppler_mask, doppler_transform,
-                                    normalize, prepare_doppler, prepare_gs, prepare_pair)
+from rating_edge.preprocess import (
+    PreprocessParams,
+    check_batch,
+    crop_roi,
+    doppler_mask,
+    doppler_transform,
+    normalize,
+    prepare_doppler,
+    prepare_gs,
+    prepare_pair,
+)
 
 
 def gray_image(h=120, w=160, seed=0):

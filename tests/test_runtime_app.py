@@ -10,13 +10,13 @@ import time
 import cv2
 import numpy as np
 import pytest
+from test_runtime_fixtures import FakeRunner, make_onnx_package
 
 from rating_edge.errors import PackageError
 from rating_edge.runtime.aggregate import TemporalAggregator
 from rating_edge.runtime.app import RunConfig, run
 from rating_edge.runtime.session_log import read_pairs
 from rating_edge.runtime.stats import MODES, STAGES
-from test_runtime_fixtures import FakeRunner, make_onnx_package
 
 video = pytest.importorskip("rating_edge.phantom.video")
 

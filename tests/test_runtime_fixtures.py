@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from rating_edge.infer import Runner
 from rating_edge.package import Package, write_model_json
 from rating_edge.preprocess import PreprocessParams
-from rating_edge.infer import Runner
 from rating_edge.spec import preset
 
 SPEC = preset("tiny")

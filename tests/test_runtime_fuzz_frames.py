@@ -9,10 +9,10 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from test_runtime_fixtures import FakeRunner  # noqa: E402
 
 from rating_edge.runtime.app import RunConfig, run  # noqa: E402
 from rating_edge.runtime.capture import FramesSource  # noqa: E402
-from test_runtime_fixtures import FakeRunner  # noqa: E402
 
 video = pytest.importorskip("rating_edge.phantom.video")
 _SCREEN = {}

@@ -7,7 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from rating_edge.runtime.layout import LayoutDetector, Profile, detect_layout, load_profile, propose_profile
+from rating_edge.runtime.layout import (
+    LayoutDetector,
+    Profile,
+    detect_layout,
+    load_profile,
+    propose_profile,
+)
 
 video = pytest.importorskip("rating_edge.phantom.video")
 

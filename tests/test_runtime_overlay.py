@@ -2,7 +2,13 @@
 import numpy as np
 
 from rating_edge.runtime.layout import Area, FrameLayout
-from rating_edge.runtime.overlay import HEAT_ALPHA, HEAT_MIN, YELLOW, OverlayState, render
+from rating_edge.runtime.overlay import (
+    HEAT_ALPHA,
+    HEAT_MIN,
+    YELLOW,
+    OverlayState,
+    render,
+)
 from rating_edge.runtime.pairing import Pair
 from rating_edge.runtime.worker import Result
 from rating_edge.scoring import score_probs

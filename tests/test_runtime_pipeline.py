@@ -8,6 +8,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from test_runtime_fixtures import FakeRunner
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
@@ -17,7 +18,6 @@ from rating_edge.runtime.capture import FramesSource, as_bgr8
 from rating_edge.runtime.layout import LayoutDetector, Profile, load_profile
 from rating_edge.runtime.session_log import SCHEMA, read_pairs
 from rating_edge.runtime.stats import ERROR_STAGES, RunStats
-from test_runtime_fixtures import FakeRunner
 
 video = pytest.importorskip("rating_edge.phantom.video")
 
@@ -142,8 +142,8 @@ def test_any_other_engine_failure_fails_open_with_the_banner(phantom_frames, exc
 
 
 def test_trt_runner_raises_typed_errors():
-    from rating_edge.package import Package
     from rating_edge.infer.loaders import select_engines
+    from rating_edge.package import Package
 
     pkg = Package(path=None, meta={"engines": [{"file": "e.plan", "precision": "fp16", "trt_version": "10.3",
                                                 "gpu": "Orin", "compute_capability": "8.7"}]})
@@ -299,8 +299,9 @@ def test_threads_end_with_the_run(phantom_frames):
 
 def test_soak_reports_resources_and_queues_at_start_and_end(tmp_path):
     pytest.importorskip("psutil")
-    from rating_edge.runtime.soak import soak
     from test_runtime_fixtures import make_onnx_package
+
+    from rating_edge.runtime.soak import soak
 
     pkg = make_onnx_package(tmp_path / "pkg")
     before = threading.active_count()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import cv2
 import pytest
+from test_runtime_fixtures import make_onnx_package
 
 from rating_edge.runtime.app import STOP_SIGNALS
-from test_runtime_fixtures import make_onnx_package
 
 ROOT = Path(__file__).resolve().parents[1]
 video = pytest.importorskip("rating_edge.phantom.video")

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.runtime.capture import (CaptureThread, LatestSlot, Source, dicom_frames, open_source,
-                                         read_frames, read_one_frame)
+from rating_edge.runtime.capture import (
+    CaptureThread,
+    LatestSlot,
+    Source,
+    dicom_frames,
+    open_source,
+    read_frames,
+    read_one_frame,
+)
 
 video = pytest.importorskip("rating_edge.phantom.video")
 

@@ -17,22 +17,24 @@ def test_ecoc_exact_codewords(g):
     assert ecoc_decode(codeword_probs(g)) == g
 
 
-def test_ecoc_hamming_tie_broken_by_l1():
-    # hard bits [1,0,1] in both seeds: Hamming distance 2 to grade 1 (1,0,0) and grade 3 (1,1,1)
-    p = np.array([[0.9, 0.9], [0.4, 0.4], [0.6, 0.6]])
-    # L1 to grade1: 0.1*2 + 0.4*2 + 0.6*2 = 2.2 ; to grade3: 0.2 + 1.2 + 0.8 = 2.2 -> exact tie -> lower grade
-    # tweak so grade 3 is closer
-    p3 = p.copy(); p3[1] = [0.45, 0.45]
-    assert ecoc_decode(p3) == 3
-    p1 = p.copy(); p1[2] = [0.55, 0.55]
-    assert ecoc_decode(p1) == 1
+def test_ecoc_hamming_tie_goes_to_lowest_grade():
+    # hard bits [1,0,1] in both seeds: Hamming distance 2 to grade 1 (1,0,0) and grade 3 (1,1,1);
+    # the official code (np.argmin) takes grade 1 whatever the probabilities
+    for mid, last in (([0.45, 0.45], [0.6, 0.6]), ([0.4, 0.4], [0.99, 0.99])):
+        p = np.array([[0.9, 0.9], mid, last])
+        assert ecoc_decode(p) == 1
 
 
 def test_ecoc_full_tie_goes_to_lower_grade():
-    # seeds disagree symmetrically on task 0 only: bits (1,0),(0,0),(0,0); ham to g0 = 1, g1 = 1
     p = np.array([[0.75, 0.25], [0.0, 0.0], [0.0, 0.0]])
-    # L1 to g0: 0.75+0.25 = 1.0 ; to g1: 0.25+0.75 = 1.0 -> tie -> grade 0
     assert ecoc_decode(p) == 0
+
+
+def test_ecoc_thresholds_and_operator():
+    p = np.full((3, 2), 0.3)
+    assert ecoc_decode(p) == 0
+    assert ecoc_decode(p, threshold=0.3, strict=False) == 3  # p >= 0.3 on every bit
+    assert ecoc_decode(p, threshold=0.3, strict=True) == 0
 
 
 def test_ecoc_p_exactly_half_is_bit_zero():
@@ -62,12 +64,13 @@ grades = arrays(np.int64, st.integers(1, 9), elements=st.integers(0, 3))
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_multitude_never_invalid(data):
+def test_multitude_invalid_only_in_the_official_fallback(data):
     m = data.draw(st.integers(1, 9))
     sh = data.draw(arrays(np.int64, m, elements=st.integers(0, 3)))
     vs = data.draw(arrays(np.int64, m, elements=st.integers(0, 3)))
     s, v, c = multitude(sh, vs)
-    assert not (s == 0 and v > 0)
+    if s == 0 and v > 0:  # only when every SH vote is 0 and no VS vote is 0
+        assert (sh == 0).all() and (vs > 0).all()
     assert c == max(s, v)
 
 
@@ -110,8 +113,9 @@ def test_multitude_batched_and_errors():
     assert s.shape == (2,)
     for i in range(2):
         assert (s[i], v[i], c[i]) == multitude(sh[i], vs[i])
-    # second row: SH all 0 with VS all 1 -> the only non-negative valid weight is (0,0)=0, other valid combos 0 too
-    assert (s[1], v[1]) == (0, 0)
+    # second row: SH all 0 with VS all 1 -> no valid combination has a positive weight: the official
+    # fallback (most voted SH, most voted VS) = (0, 1), combined 1
+    assert (s[1], v[1], c[1]) == (0, 1, 1)
     with pytest.raises(ValueError):
         multitude(np.array([1, 2]), np.array([1]))
     with pytest.raises(ValueError):
@@ -125,3 +129,49 @@ def test_score_probs_shapes():
     out = score_probs(rng.random((3, 5, 3, 2)), rng.random((3, 5, 3, 2)))
     assert out["sh_models"].shape == (3, 5) and out["combined"].shape == (3,)
     assert np.all(out["sh_agree"] >= 0) and np.all(out["sh_agree"] <= 5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_score_probs_equals_official_decoding(data):
+    """Random decisions (ties, the fallback) against MULTITUDE.py re-created in tests/official_ref.py."""
+    from official_ref import do_multitude, ecoc
+
+    from rating_edge.scoring import Thresholds
+
+    bits = data.draw(arrays(np.int64, (2, 5, 3, 2), elements=st.integers(0, 1)))
+    if data.draw(st.booleans()):
+        bits[0, :, 0, :] = 0  # every SH model grade 0 (the fallback when no VS model says 0)
+    t = data.draw(arrays(np.float64, (5, 3, 2), elements=st.floats(0, 1)))
+    th = Thresholds(t, t, np.zeros(t.shape, bool), np.zeros(t.shape, bool))
+    p = np.where(bits > 0, t, np.nextafter(t, -1.0))  # p >= t exactly where the bit is 1
+    out = score_probs(p[0][None], p[1][None], th)
+    off = {m: [] for m in ("sh", "vs")}
+    for i, m in enumerate(("sh", "vs")):
+        for f in range(5):
+            b = bits[i, f].copy()
+            b[2] = 1 - b[2]  # official task "3,012" bit = NOT (grade > 2)
+            off[m].append(ecoc([b[tk, s] for s in range(2) for tk in range(3)]))
+    assert list(out["sh_models"][0]) == off["sh"]
+    assert list(out["vs_models"][0]) == off["vs"]
+    assert (int(out["sh"][0]), int(out["vs"][0]), int(out["combined"][0])) == do_multitude(off["sh"], off["vs"])
+
+
+def test_thresholds_record_round_trip_and_errors():
+    from rating_edge.scoring import Thresholds
+
+    assert Thresholds.from_dict(None, 5, 2).is_default
+    t = np.random.default_rng(0).random((5, 3, 2))
+    th = Thresholds(t, t[::-1].copy(), t > 0.5, t < 0.5)
+    back = Thresholds.from_dict(th.to_dict(), 5, 2)
+    for m in ("sh", "vs"):
+        np.testing.assert_array_equal(back.value(m), th.value(m))  # JSON floats round-trip exactly
+        np.testing.assert_array_equal(back.strict(m), th.strict(m))
+    with pytest.raises(ValueError, match="shape"):
+        Thresholds.from_dict(th.to_dict(), 4, 2)
+    bad = th.to_dict()
+    bad["vs"]["threshold"][0][0][0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        Thresholds.from_dict(bad, 5, 2)
+    with pytest.raises(ValueError, match="module 'vs'"):
+        Thresholds.from_dict({"sh": th.to_dict()["sh"]}, 5, 2)

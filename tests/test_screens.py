@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 
 from rating_edge.phantom.screens import SHAPES, screen, write_screens
-from rating_edge.runtime.layout import Area, LayoutParams, doppler_box_sides, propose_profile
-from rating_edge.runtime.layout import roi_in_area
+from rating_edge.runtime.layout import (
+    Area,
+    LayoutParams,
+    doppler_box_sides,
+    propose_profile,
+    roi_in_area,
+)
 from rating_edge.runtime.screen_eval import evaluate, judge
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real-screens"

@@ -5,7 +5,13 @@ import sys
 
 import pytest
 
-from rating_edge.bench.tegrastats import parse_line, parse_lines, summarize, total_power, main
+from rating_edge.bench.tegrastats import (
+    main,
+    parse_line,
+    parse_lines,
+    summarize,
+    total_power,
+)
 
 # Realistic lines in the formats each release prints (values made up, layout as tegrastats writes it).
 NANO_JP4 = ("RAM 1565/3956MB (lfb 139x4MB) SWAP 0/1978MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "

@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train_toydata import write_toy_dataset
 
 from rating_edge.dataset import read_labels
 from rating_edge.errors import RatingEdgeError
 from rating_edge.model.checkpoint import load_models
+from rating_edge.model.resnet import ResNet18
 from rating_edge.spec import EnsembleSpec
 from rating_edge.train.augment import augment_batch, balanced_indices
 from rating_edge.train.config import TrainConfig, train_preset
@@ -17,8 +19,6 @@ from rating_edge.train.folds import fold_of_records, patient_folds, split_summar
 from rating_edge.train.jigsaw import make_puzzles, permutation_set, pretrain_backbone
 from rating_edge.train.loop import fit, image_batches
 from rating_edge.train.recipe import STATE, train_ensemble
-from rating_edge.model.resnet import ResNet18
-from test_train_toydata import write_toy_dataset
 
 SMALL = EnsembleSpec(folds=2, seeds=1, width=4, input_size=32, hidden=8)  # 12 networks
 FAST = TrainConfig(epochs=1, head_epochs=2, batch=8, step_epochs=1)

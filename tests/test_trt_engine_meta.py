@@ -10,8 +10,13 @@ import pytest
 
 from rating_edge.calibration.trt_build import build_plan, engine_name
 from rating_edge.errors import PackageError, RatingEdgeError
+from rating_edge.infer.loaders import (
+    engine_mismatch,
+    machine_key,
+    select_engines,
+    trt_major,
+)
 from rating_edge.package import Package
-from rating_edge.infer.loaders import engine_mismatch, machine_key, select_engines, trt_major
 
 INT8_META = {"variants": {"int8-qdq": [{"file": "int8-qdq/model.onnx", "kind": "fused"}]}}
 

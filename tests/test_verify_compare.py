@@ -6,7 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from rating_edge.export.verify import Gates, apply_gates, compare_outputs, heat_correlation, weighted_kappa
+from rating_edge.export.verify import (
+    Gates,
+    apply_gates,
+    compare_outputs,
+    heat_correlation,
+    weighted_kappa,
+)
 
 
 def _outputs(rng, b=6, folds=5):

@@ -62,14 +62,17 @@ class PairScorer:
     """One runner per instance (a Ray actor or the in-process loop); `__call__` scores a batch of rows."""
 
     def __init__(self, package: str, backend: str = "ort", threads: int | None = None, variant: str | None = None):
-        from rating_edge.package import load_package
         from rating_edge.infer import make_runner
+        from rating_edge.package import load_package
 
         pkg = load_package(package)  # verified: the hash in the results must be the model that ran
         kw = {"threads": threads} if (threads and backend == "ort") else {}
         self.runner = make_runner(pkg, backend, variant, **kw).activate()
         self.model_hash = pkg.model_hash
         self.backend = backend
+        from rating_edge.scoring import Thresholds
+
+        self.thresholds = Thresholds.from_meta(pkg.meta)  # the model's own decision thresholds
 
     def __call__(self, batch: dict) -> dict:
         from rating_edge.runtime.worker import Scorer
@@ -82,7 +85,7 @@ class PairScorer:
                 try:
                     eng = self.runner.infer({"gs": np.asarray(batch["gs"][i])[None],
                                              "doppler": np.asarray(batch["doppler"][i])[None]})
-                    scores, sh_prob, vs_prob = Scorer.grade(eng)
+                    scores, sh_prob, vs_prob = Scorer.grade(eng, self.thresholds)
                     res = {k: (np.asarray(v).tolist()) for k, v in scores.items()}
                     res.update(sh_prob=np.asarray(sh_prob, np.float64).ravel().tolist(),
                                vs_prob=np.asarray(vs_prob, np.float64).ravel().tolist(),

@@ -32,8 +32,8 @@ def naive_candidate(reference, feed, threads: int):
 def package_candidates(pkg, feed, name: str | None = None) -> list:
     """One row per graph set of a package: its default graphs and each of its `variants`."""
     from rating_edge.bench.core import Candidate
-    from rating_edge.package import load_package
     from rating_edge.infer import make_runner
+    from rating_edge.package import load_package
 
     package = load_package(pkg)
     base = name or f"{package.strategy}:{Path(pkg).name}"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np

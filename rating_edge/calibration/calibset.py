@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from rating_edge.errors import CalibrationError
+from rating_edge.manifest import read_manifest_json
 from rating_edge.package import resolve_inside, sha256_file
+from rating_edge.preprocess import PreprocessParams
 from rating_edge.publish import publish, require_new_folder
 from rating_edge.schemas import CALIB
-from rating_edge.preprocess import PreprocessParams
-from rating_edge.manifest import read_manifest_json
 
 MANIFEST = "calib.json"
 FORMAT = "rating-edge-calib"
@@ -59,8 +59,12 @@ class CalibSet:
 
 # ---------------------------------------------------------------- content checks
 
-def doppler_fraction(doppler_rgb: np.ndarray) -> np.ndarray:
-    """Share of red-painted (Doppler signal) pixels per transformed Doppler image, (N,)."""
+def doppler_fraction(doppler_rgb: np.ndarray, profile: str = "rating-edge") -> np.ndarray:
+    """Share of painted (Doppler signal) pixels per transformed Doppler image, (N,): red for this
+    project's profile, exactly (0, 0, 255) for the official one."""
+    if profile == "rating-official":
+        blue = (doppler_rgb[..., 0] == 0) & (doppler_rgb[..., 1] == 0) & (doppler_rgb[..., 2] == 255)
+        return blue.reshape(len(doppler_rgb), -1).mean(axis=1)
     r = doppler_rgb[..., 0].astype(np.int16)
     g = doppler_rgb[..., 1].astype(np.int16)
     return ((r - g) > 60).reshape(len(doppler_rgb), -1).mean(axis=1)
@@ -76,8 +80,9 @@ def _neighbour_correlation(gray: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(axis=1) / np.maximum(den, 1e-12), 1.0)
 
 
-def content_problems(gs: np.ndarray, doppler: np.ndarray) -> list[str]:
-    """Why these arrays cannot be trusted as calibration images (empty list: fine)."""
+def content_problems(gs: np.ndarray, doppler: np.ndarray, profile: str = "rating-edge") -> list[str]:
+    """Why these arrays cannot be trusted as calibration images (empty list: fine). `profile`: the
+    preprocessing profile the Doppler images must have been made with."""
     problems = []
     n = len(gs)
     for name, arr in (("gs", gs), ("doppler", doppler)):
@@ -91,6 +96,17 @@ def content_problems(gs: np.ndarray, doppler: np.ndarray) -> list[str]:
         if corr < 0.3:
             problems.append(f"the {name} images look like random noise (median neighbour-pixel correlation "
                             f"{corr:.2f}; ultrasound images are > 0.5)")
+    if profile == "rating-official":
+        # the official transform leaves no pixel above its saturation cut except the painted blue, so
+        # painting again changes nothing; untransformed colour Doppler changes
+        from rating_edge.preprocess_official import paint_blue
+
+        changed = np.concatenate([(paint_blue(d.copy()) != d).any(axis=2).ravel() for d in doppler])
+        off = float(changed.mean())
+        if off > 0.01:
+            problems.append(f"{off:.1%} of Doppler pixels are saturated colour, not the official blue paint: the "
+                            "Doppler images were not made with the package's rating-official preprocessing")
+        return problems
     # The Doppler transform paints signal pure red on a gray image, so G == B everywhere (a resize
     # only blends red with gray, which keeps G == B). Untransformed colour Doppler breaks this.
     gb = np.abs(doppler[..., 1].astype(np.int16) - doppler[..., 2].astype(np.int16)) > 2
@@ -128,7 +144,7 @@ def holdout_split(cs: CalibSet, fraction: float = 0.25, seed: int = 0) -> tuple[
     n = len(cs)
     if n < 4:
         raise CalibrationError(f"calibration set has {n} pairs; need at least 4 to hold some out for the gate")
-    order = balanced_order(cs.labels, doppler_fraction(cs.doppler), seed)
+    order = balanced_order(cs.labels, doppler_fraction(cs.doppler, (cs.manifest.get("preprocess") or {}).get("profile", "rating-edge")), seed)
     k = max(2, int(round(n * fraction)))
     held = np.sort(order[::max(1, n // k)][:k])
     rest = np.setdiff1d(np.arange(n), held)
@@ -147,7 +163,7 @@ def write_calib(out, gs: np.ndarray, doppler: np.ndarray, labels, params: Prepro
         raise CalibrationError("no calibration pairs were collected; check the source")
     _check_arrays(gs, doppler, params.input_size, str(out))
     labels = (np.full((n, 3), -1, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(n, 3))
-    problems = content_problems(gs, doppler)
+    problems = content_problems(gs, doppler, params.profile)
     if problems:
         raise CalibrationError(f"refusing to write calibration set {out}: " + "; ".join(problems))
     require_new_folder(out, CalibrationError)
@@ -165,7 +181,7 @@ def _write_shards(out: Path, gs, doppler, labels, params, source, shard_size) ->
         np.savez(out / name, gs=gs[s:s + shard_size], doppler=doppler[s:s + shard_size],
                  labels=labels[s:s + shard_size])
         shards.append({"file": name, "count": int(min(shard_size, n - s)), "sha256": sha256_file(out / name)})
-    dfrac = doppler_fraction(doppler)
+    dfrac = doppler_fraction(doppler, params.profile)
     known = labels[:, 2] >= 0
     manifest = {
         "format": FORMAT, "format_version": 1, "count": int(n), "input_size": int(params.input_size),
@@ -232,7 +248,8 @@ def load_calib(path, params: PreprocessParams | None = None, warn_small: bool = 
         raise CalibrationError(f"{path}: {len(cs)} pairs in shards, manifest says {manifest['count']}")
     if params is not None and size != params.input_size:
         raise CalibrationError(f"{path}: images are {size}px, the package wants {params.input_size}px")
-    problems = content_problems(cs.gs, cs.doppler)
+    profile = PreprocessParams.from_dict(manifest["preprocess"]).profile if "preprocess" in manifest else "rating-edge"
+    problems = content_problems(cs.gs, cs.doppler, profile)
     if problems:
         raise CalibrationError(f"{path}: " + "; ".join(problems))
     if warn_small and len(cs) < MIN_PAIRS:

@@ -55,7 +55,7 @@ def collect_dataset(data_dir, params: PreprocessParams, max_pairs: int | None = 
     records = read_labels(data_dir)
     gs, dop, labels, records = load_arrays(data_dir, params, records)
     if max_pairs is not None and len(records) > max_pairs:
-        keep = np.sort(balanced_order(labels, doppler_fraction(dop), seed)[:max_pairs])
+        keep = np.sort(balanced_order(labels, doppler_fraction(dop, params.profile), seed)[:max_pairs])
         gs, dop, labels = gs[keep], dop[keep], labels[keep]
     source = {"kind": "dataset", "path": str(data_dir), "pairs_available": len(records)}
     return gs, dop, labels, source
@@ -110,7 +110,7 @@ def collect_source(spec: str, params: PreprocessParams, max_pairs: int = 1000, s
     dop = np.stack([prepare_doppler(p.doppler_bgr, p.roi_doppler, params) for p, _ in chosen])
     labels = np.asarray([lab for _, lab in chosen], np.int64)
     if len(chosen) > max_pairs:
-        keep = np.sort(balanced_order(labels, doppler_fraction(dop), seed)[:max_pairs])
+        keep = np.sort(balanced_order(labels, doppler_fraction(dop, params.profile), seed)[:max_pairs])
         gs, dop, labels = gs[keep], dop[keep], labels[keep]
     source = {"kind": "video", "source": str(spec), "frames": frames, "sections": len(by_section),
               "pairs_found": sum(len(v) for v in by_section.values())}

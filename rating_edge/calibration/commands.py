@@ -44,7 +44,11 @@ def collect_cmd(
 ):
     """Collect preprocessed calibration pairs into shards with a manifest."""
     from rating_edge.calibration.calibset import MIN_PAIRS, write_calib
-    from rating_edge.calibration.collect import collect_dataset, collect_phantom, collect_source
+    from rating_edge.calibration.collect import (
+        collect_dataset,
+        collect_phantom,
+        collect_source,
+    )
 
     chosen = [x is not None for x in (source, dataset, phantom)]
     if sum(chosen) != 1:
@@ -93,7 +97,12 @@ def quantize_cmd(
                                          "disagreement matrices here, also when the gate refuses (plots extra)."),
 ):
     """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8) from one calibration, gated against FP32."""
-    from rating_edge.calibration.quantize import GateRefused, print_report, quantize_package, report_json
+    from rating_edge.calibration.quantize import (
+        GateRefused,
+        print_report,
+        quantize_package,
+        report_json,
+    )
     from rating_edge.publish import write_report
 
     check_fraction("--gate", gate, lo_open=True)

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from rating_edge.compare import HEAT_KEYS, PROB_KEYS, finite_rows, grade_report, heat_correlation, member_agreement
+from rating_edge.compare import (
+    HEAT_KEYS,
+    PROB_KEYS,
+    finite_rows,
+    grade_report,
+    heat_correlation,
+    member_agreement,
+)
 from rating_edge.spec import network_id
 
 
-def agreement_report(ref: dict, test: dict, spec) -> dict:
-    """Agreement of `test` with `ref` by the definitions of rating_edge.compare (NaN/Inf rule included)."""
+def agreement_report(ref: dict, test: dict, spec, thresholds=None) -> dict:
+    """Agreement of `test` with `ref` by the definitions of rating_edge.compare (NaN/Inf rule included).
+    `thresholds`: the package's decision thresholds (scoring.Thresholds; None = 0.5 and ">"), so a
+    member's agreement is on the decisions the grades are made of."""
     n = int(np.asarray(ref["sh_prob"]).shape[0])
-    g = grade_report(ref, test)
-    agree = member_agreement(ref, test)
+    g = grade_report(ref, test, thresholds)
+    agree = member_agreement(ref, test, thresholds)
     members = []
     for module in ("sh", "vs"):
         a, b = np.asarray(ref[f"{module}_prob"], np.float64), np.asarray(test[f"{module}_prob"], np.float64)

@@ -17,12 +17,23 @@ import warnings
 from pathlib import Path
 
 from rating_edge.calibration.calibset import CalibSet, holdout_split, load_calib
-from rating_edge.calibration.gate import agreement_report, node_sensitivity, worst_members
-from rating_edge.calibration.qonnx import (METHODS, QUANT_OPS, graph_inputs, modelopt_available, quantize_modelopt,
-                                           quantize_ort)
+from rating_edge.calibration.gate import (
+    agreement_report,
+    node_sensitivity,
+    worst_members,
+)
+from rating_edge.calibration.qonnx import (
+    METHODS,
+    QUANT_OPS,
+    graph_inputs,
+    modelopt_available,
+    quantize_modelopt,
+    quantize_ort,
+)
 from rating_edge.errors import CalibrationError, PackageError
 from rating_edge.package import Package, load_package, write_model_json
 from rating_edge.publish import publish, require_new_folder
+from rating_edge.scoring import Thresholds
 
 # U8S8 first: it quantizes more operator types, so its calibration pass records every tensor range
 # that the Q/DQ form then reads from the same cache.
@@ -153,7 +164,7 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
             variants[vname] = recs
             cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
             outputs[vname] = _infer(cand, vname, held)
-            reports[vname] = agreement_report(ref, outputs[vname], pkg.spec)
+            reports[vname] = agreement_report(ref, outputs[vname], pkg.spec, Thresholds.from_meta(pkg.meta))
         worst = min(r["combined_agreement"] for r in reports.values())
         members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
                                                 for r in reports.values())

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from rating_edge.errors import PackageError, RatingEdgeError
 from rating_edge.infer.loaders import machine_key, trt_major
-from rating_edge.package import ENGINES_FILE, engine_key, load_package, write_engines_json
+from rating_edge.package import (
+    ENGINES_FILE,
+    engine_key,
+    load_package,
+    write_engines_json,
+)
 from rating_edge.publish import publish_bytes
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -35,7 +35,6 @@ class _RandomWeights:
 def time_stack(spec: EnsembleSpec, members: int, opset: int = 17, iters: int = 3, warmup: int = 1) -> float:
     """Median seconds for one stack of `members` backbones at batch 1 (ONNX Runtime, CPU)."""
     import onnxruntime as ort
-
     from onnx import TensorProto
 
     from rating_edge.threads import inference_threads

@@ -143,12 +143,15 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(50, help="Integration steps."),
         samples: int = typer.Option(8, help="Noisy copies."),
         seed: int = typer.Option(0, help="Noise seed."),
+        method: str = typer.Option("ig", "--method", help="ig (integrated gradients as the paper describes) or "
+                                   "official (the authors' captum NoiseTunnel maps; needs the explain extra)."),
     ):
         """The paper's integrated-gradients heatmaps (off-line; slow on CPU for the paper preset)."""
         from rating_edge.export.explain import explain_pair
 
         check_count("--steps", steps)
         check_count("--samples", samples)
-        maps = explain_pair(ckpt, gs, doppler, out, steps, samples, seed, _parse_roi(roi_gs), _parse_roi(roi_doppler))
+        maps = explain_pair(ckpt, gs, doppler, out, steps, samples, seed, _parse_roi(roi_gs), _parse_roi(roi_doppler),
+                            method=method)
         frac = {k: float((v > 0).mean()) for k, v in maps.items()}
         console.print(f"[green]wrote[/] {out} (highlighted: GS {frac['gs']:.1%}, Doppler {frac['doppler']:.1%})")

@@ -146,12 +146,13 @@ def teacher_logodds(models: dict, spec, frames: Frames, batch: int = 64, progres
 
 # ------------------------------------------------------------------------------------ agreement
 
-def agreement(ref: dict, test: dict, labels: np.ndarray | None = None) -> dict:
+def agreement(ref: dict, test: dict, labels: np.ndarray | None = None, thresholds=None) -> dict:
     """SH/VS/combined agreement and linear kappa of `test` against `ref` (probability dicts, compared
-    by rating_edge.compare's definitions), plus accuracy of both against `labels` where known."""
+    by rating_edge.compare's definitions with the teacher's decision thresholds), plus accuracy of both
+    against `labels` where known."""
     from rating_edge.compare import GRADE_KEYS, grade_report
 
-    g = grade_report(ref, test)
+    g = grade_report(ref, test, thresholds)
     out = {"pairs": g["pairs"], "nonfinite_pairs": g["nonfinite_pairs"]}
     for k in GRADE_KEYS:
         out[f"{k}_agreement"] = g[k]["agreement"]
@@ -263,8 +264,8 @@ class Distiller:
     """One distillation run in `out` (the package folder), resumable through `out/.distill/`."""
 
     def __init__(self, ckpt, out, frames: Frames, cfg: DistillConfig, restart: bool = False, console=None):
-        from rating_edge.model.checkpoint import checkpoint_hashes, load_models
         from rating_edge.export.student import build_student
+        from rating_edge.model.checkpoint import checkpoint_hashes, load_models
 
         self.ckpt, self.out, self.frames, self.cfg = Path(ckpt), Path(out), frames, cfg
         self.console = console
@@ -413,4 +414,6 @@ class Distiller:
                 "fusion": fusion, "precision": "fp32", "batch": "dynamic",
                 "graphs": [{"file": ONNX_FILE, "kind": "fused"}],
                 "source": {"checkpoint": self.teacher_hash, "checkpoint_path": str(self.ckpt)}}
+        if self.manifest.get("thresholds"):  # the heads imitate the teachers' probabilities: same decisions
+            meta["thresholds"] = self.manifest["thresholds"]
         return write_model_json(self.out, meta, [WEIGHTS_FILE])

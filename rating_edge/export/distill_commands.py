@@ -13,7 +13,14 @@ HOLDOUT_SEED_OFFSET = 7919  # phantom hold-out pairs never share a generator see
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
@@ -26,13 +33,18 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
                 loss: str = "mse", temperature: float = 2.0) -> dict:
     """The whole command as a function (tests and scripts call it): returns the package's fusion record."""
     import numpy as np
+    import torch
 
-    from rating_edge.export.distill import DistillConfig, Distiller, _teacher_params, agreement, load_frames
+    from rating_edge.export.distill import (
+        DistillConfig,
+        Distiller,
+        _teacher_params,
+        agreement,
+        load_frames,
+    )
     from rating_edge.model.checkpoint import read_manifest
     from rating_edge.model.reference import ReferenceEnsemble
     from rating_edge.package import load_package
-
-    import torch
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -74,7 +86,9 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
             with OrtRunner(load_package(out)) as r:
                 outs = [r.infer({"gs": ho.gs[i:i + 64], "doppler": ho.doppler[i:i + 64]}) for i in range(0, len(ho), 64)]
             test = {k: np.concatenate([o[k] for o in outs]) for k in ("sh_prob", "vs_prob")}
-            result = agreement(ref, test, ho.labels)
+            from rating_edge.scoring import Thresholds
+
+            result = agreement(ref, test, ho.labels, Thresholds.from_meta(d.manifest))
             result.update({"source": ho.source, "sha256": ho.sha256})
         d.write_package(holdout=result)
         line = (f"hold-out ({result['pairs']} pairs) agreement with the teacher: SH {result['sh_agreement']:.3f}, "

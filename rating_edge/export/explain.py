@@ -59,6 +59,42 @@ def integrated_gradients(ref, gs: np.ndarray, doppler: np.ndarray, steps: int = 
     return out
 
 
+def _captum_normalize(attr_hwc: np.ndarray) -> np.ndarray:
+    """captum's _normalize_image_attr(attr, "positive", outlier_perc=1) as util/cnn_visual.py calls it:
+    channel sum, negatives dropped, divided by the value under which 99 % of the mass lies, clipped."""
+    from captum.attr._utils import visualization as viz
+
+    if hasattr(viz, "_normalize_image_attr"):  # captum < 0.8
+        return viz._normalize_image_attr(attr_hwc, "positive", outlier_perc=1)
+    return viz._normalize_attr(np.sum(attr_hwc, axis=2), "positive", outlier_perc=1)
+
+
+def official_heatmaps(ref, gs: np.ndarray, doppler: np.ndarray) -> dict:
+    """The official code's heatmaps (util/cnn_visual.py, CaptumVisualizer): captum
+    NoiseTunnel(IntegratedGradients) with nt_samples=8, nt_type="smoothgrad_sq", captum's default noise
+    and steps, target = the network's predicted class (argmax), per SH network of task "> 0" on its two
+    inputs, each map normalised as captum's "positive" visualisation with 1 % outliers. The official
+    code saves one map per network; the paper shows their mean, which is returned here: {"gs",
+    "doppler"} (S, S) in [0, 1]. Needs captum (`pip install 'rating-edge[explain]'`)."""
+    try:
+        from captum.attr import IntegratedGradients, NoiseTunnel
+    except ImportError:
+        raise RatingEdgeError("--method official needs captum: pip install 'rating-edge[explain]'") from None
+    x_gs, x_dop = ref.to_tensors(gs[None], doppler[None])
+    maps: dict = {"gs": [], "doppler": []}
+    for nid, net in ref.models.items():
+        _, module, task, _ = parse_network_id(nid)
+        if module != "sh" or task != HEAT_TASK:
+            continue
+        with torch.no_grad():
+            target = int(net(x_gs, x_dop).argmax(dim=1)[0])
+        attrs = NoiseTunnel(IntegratedGradients(net)).attribute((x_gs, x_dop), target=target, nt_samples=8,
+                                                                 nt_type="smoothgrad_sq")
+        for s, a in zip(("gs", "doppler"), attrs):
+            maps[s].append(_captum_normalize(a[0].detach().permute(1, 2, 0).numpy()))
+    return {s: np.mean(v, axis=0).astype(np.float32) for s, v in maps.items()}
+
+
 def overlay(image_rgb: np.ndarray, heat: np.ndarray, strength: float = 0.7) -> np.ndarray:
     """Yellow overlay whose opacity follows the map (zeroed pixels keep the image)."""
     a = (strength * heat)[..., None]
@@ -66,18 +102,29 @@ def overlay(image_rgb: np.ndarray, heat: np.ndarray, strength: float = 0.7) -> n
 
 
 def explain_pair(ckpt, gs_path, doppler_path, out_png, steps: int = 50, samples: int = 8, seed: int = 0,
-                 roi_gs=None, roi_doppler=None) -> dict:
-    """Read a scanner GS/Doppler image pair, write a side-by-side PNG (GS | transformed Doppler)."""
+                 roi_gs=None, roi_doppler=None, method: str = "ig", threshold: float = 0.2) -> dict:
+    """Read a scanner GS/Doppler image pair, write a side-by-side PNG (GS | transformed Doppler).
+
+    `method`: "ig" (this project's integrated gradients) or "official" (the authors' captum maps);
+    the images go through the checkpoint's own preprocessing profile."""
     import cv2
 
     from rating_edge.dataset import read_image
+    from rating_edge.export.exporter import checkpoint_preprocess
     from rating_edge.model.reference import load_ensemble
-    from rating_edge.preprocess import PreprocessParams, prepare_pair
+    from rating_edge.preprocess import prepare_pair
 
+    if method not in ("ig", "official"):
+        raise RatingEdgeError(f"unknown --method {method!r}; use ig or official")
     ref = load_ensemble(ckpt)
-    params = PreprocessParams(input_size=ref.spec.input_size)
+    params = checkpoint_preprocess(ref.manifest, ref.spec)
     gs, dop = prepare_pair(read_image(gs_path), read_image(doppler_path), roi_gs, roi_doppler, params)
-    maps = integrated_gradients(ref, gs, dop, steps, samples, seed=seed)
+    if method == "official":
+        torch.manual_seed(seed)  # captum's noise comes from torch's global generator
+        maps = official_heatmaps(ref, gs, dop)
+        maps = {k: np.where(v < threshold, 0.0, v).astype(np.float32) for k, v in maps.items()}  # paper's figure
+    else:
+        maps = integrated_gradients(ref, gs, dop, steps, samples, seed=seed)
     panel = np.concatenate([overlay(gs, maps["gs"]), np.full((gs.shape[0], 4, 3), 255, np.uint8),
                             overlay(dop, maps["doppler"])], axis=1)
     if not cv2.imwrite(str(out_png), panel[:, :, ::-1]):

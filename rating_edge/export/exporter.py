@@ -5,7 +5,12 @@ from pathlib import Path
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.export.graph import GraphBuilder, check_graph, check_opset
-from rating_edge.export.planner import STREAMS, check_chunk, plan_fusion, single_network_plan
+from rating_edge.export.planner import (
+    STREAMS,
+    check_chunk,
+    plan_fusion,
+    single_network_plan,
+)
 from rating_edge.export.weights import CheckpointReader, backbone_params
 from rating_edge.model.checkpoint import checkpoint_hashes
 from rating_edge.package import write_model_json
@@ -14,6 +19,15 @@ from rating_edge.publish import publish, require_new_folder
 
 STRATEGIES = ("none", "stack")
 INLINE_LIMIT = 1 << 30  # graphs whose weights exceed 1 GiB keep them in an external .data file
+
+
+def checkpoint_preprocess(manifest: dict, spec) -> PreprocessParams:
+    """The preprocessing the networks were made with (the checkpoint's meta.preprocess, e.g. the
+    `rating-official` profile of imported official networks), at the spec's input size."""
+    pp = (manifest.get("meta") or {}).get("preprocess")
+    if isinstance(pp, dict):
+        return PreprocessParams.from_dict({**pp, "input_size": spec.input_size})
+    return PreprocessParams(input_size=spec.input_size)
 
 
 def check_batch_option(batch) -> str | int:
@@ -97,7 +111,7 @@ def export_package(ckpt_dir, out_dir, fuse: str = "stack", chunk=None, opset: in
             fusion["dedup"] = {"backbones_before": before, "backbones_after": before}
         meta = {
             "spec": spec.to_dict(),
-            "preprocess": PreprocessParams(input_size=spec.input_size).to_dict(),
+            "preprocess": checkpoint_preprocess(reader.manifest, spec).to_dict(),
             "inputs": {s: {"dtype": "uint8", "layout": "NHWC", "channels": "RGB",
                            "shape": [batch, spec.input_size, spec.input_size, 3]} for s in STREAMS},
             "fusion": fusion,
@@ -106,6 +120,7 @@ def export_package(ckpt_dir, out_dir, fuse: str = "stack", chunk=None, opset: in
             "opset": opset,
             "heat_size": spec.heat_size,
             "graphs": graphs,
+            **({"thresholds": reader.manifest["thresholds"]} if reader.manifest.get("thresholds") else {}),
             "source": {"checkpoint": hashes, "checkpoint_path": str(Path(ckpt_dir).resolve()),
                        "checkpoint_meta": reader.manifest.get("meta", {})},
         }

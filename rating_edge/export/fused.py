@@ -7,6 +7,8 @@ softmax(z)[1] = sigmoid(z1 - z0).
 
 Grad-CAM needs no backward pass for these heads: for an SH network, d(z1 - z0)/d(pooled features) =
 ((W2[1] - W2[0]) * 1[h > 0]) @ W1, and alpha = that / (h*w) on F's and G's slices (rating_edge.heatmap).
+With the "linear2" head (no activation, the authors' published head) the gradient is the constant
+(W2[1] - W2[0]) @ W1, so each head folds into one vector and alpha is a constant.
 """
 from __future__ import annotations
 
@@ -86,29 +88,43 @@ def emit_networks(b: GraphBuilder, reader: CheckpointReader, plan: Plan, inputs:
         xf = _gather(b, feats["gs"], idx["gs"], len(plan.unique["gs"]), 1)
         xg = _gather(b, feats["doppler"], idx["doppler"], len(plan.unique["doppler"]), 1)
         x = b.reshape(b.op("Concat", [xf, xg], axis=2), [0, n, 1, 2 * d])  # (B, n, 1, 16w)
-        w1t = np.stack([hd["w1"].T for hd in heads])  # (n, 16w, hidden)
-        pre = b.op("Add", [b.op("MatMul", [x, b.const("H0.w", w1t)]),
-                           b.const("H0.b", np.stack([hd["b1"] for hd in heads])[:, None, :])])
-        h = b.op("Relu", [pre])  # (B, n, 1, hidden)
-        w2d = np.stack([hd["w2d"] for hd in heads])  # (n, hidden)
-        z = b.op("Add", [b.op("MatMul", [h, b.const("H2.wd", w2d[:, :, None])]),
-                         b.const("H2.bd", np.asarray([hd["b2d"] for hd in heads], np.float32)[:, None, None])])
-        out["sh"] = b.reshape(b.op("Sigmoid", [z]), [-1, n])
         sel = [i for i, nid in enumerate(sh) if parse_network_id(nid)[2] == HEAT_TASK]
-        if sel:
-            hs = _gather(b, h, sel, n, 1)  # (B, nc, 1, hidden)
-            g = b.op("Mul", [b.op("Cast", [b.op("Greater", [hs, b.const("zero", np.zeros((), np.float32))])],
-                                  to=TensorProto.FLOAT),
-                             b.const("cam.w2d", w2d[sel][:, None, :])])
-            inv_area = 1.0 / float(hh * hh)
-            for s, lo in (("gs", 0), ("doppler", d)):
-                w1s = np.stack([(heads[i]["w1"][:, lo:lo + d].astype(np.float64) * inv_area).astype(np.float32)
-                                for i in sel])  # (nc, hidden, 8w)
-                alpha = b.op("MatMul", [g, b.const(f"cam.{s}.w1", w1s)])  # (B, nc, 1, 8w)
+        inv_area = 1.0 / float(hh * hh)
+        if spec.head == "linear2":
+            # one linear map per network: z1 - z0 = wd . x + bd, and d(z1 - z0)/d(pooled) = wd is constant
+            wd = np.stack([hd["wd"] for hd in heads])  # (n, 16w)
+            z = b.op("Add", [b.op("MatMul", [x, b.const("H.wd", wd[:, :, None])]),
+                             b.const("H.bd", np.asarray([hd["bd"] for hd in heads], np.float32)[:, None, None])])
+            out["sh"] = b.reshape(b.op("Sigmoid", [z]), [-1, n])
+            alphas = {s: [(wd[i, lo:lo + d].astype(np.float64) * inv_area).astype(np.float32)[None, :] for i in sel]
+                      for s, lo in (("gs", 0), ("doppler", d))}
+            for s in STREAMS if sel else ():
                 a4 = b.reshape(acts[s], [0, len(plan.unique[s]), d, hh * hh])
                 a4 = _gather(b, a4, [idx[s][i] for i in sel], len(plan.unique[s]), 1)  # (B, nc, 8w, hw)
-                cam = b.op("Relu", [b.op("MatMul", [alpha, a4])])  # (B, nc, 1, hw)
+                cam = b.op("Relu", [b.op("MatMul", [b.const(f"cam.{s}.alpha", np.stack(alphas[s])), a4])])
                 out[f"cam_{s}"] = b.reshape(b.reduce("ReduceMean", cam, [1], keepdims=0), [-1, hh, hh])
+        else:
+            w1t = np.stack([hd["w1"].T for hd in heads])  # (n, 16w, hidden)
+            pre = b.op("Add", [b.op("MatMul", [x, b.const("H0.w", w1t)]),
+                               b.const("H0.b", np.stack([hd["b1"] for hd in heads])[:, None, :])])
+            h = b.op("Relu", [pre])  # (B, n, 1, hidden)
+            w2d = np.stack([hd["w2d"] for hd in heads])  # (n, hidden)
+            z = b.op("Add", [b.op("MatMul", [h, b.const("H2.wd", w2d[:, :, None])]),
+                             b.const("H2.bd", np.asarray([hd["b2d"] for hd in heads], np.float32)[:, None, None])])
+            out["sh"] = b.reshape(b.op("Sigmoid", [z]), [-1, n])
+            if sel:
+                hs = _gather(b, h, sel, n, 1)  # (B, nc, 1, hidden)
+                g = b.op("Mul", [b.op("Cast", [b.op("Greater", [hs, b.const("zero", np.zeros((), np.float32))])],
+                                      to=TensorProto.FLOAT),
+                                 b.const("cam.w2d", w2d[sel][:, None, :])])
+                for s, lo in (("gs", 0), ("doppler", d)):
+                    w1s = np.stack([(heads[i]["w1"][:, lo:lo + d].astype(np.float64) * inv_area).astype(np.float32)
+                                    for i in sel])  # (nc, hidden, 8w)
+                    alpha = b.op("MatMul", [g, b.const(f"cam.{s}.w1", w1s)])  # (B, nc, 1, 8w)
+                    a4 = b.reshape(acts[s], [0, len(plan.unique[s]), d, hh * hh])
+                    a4 = _gather(b, a4, [idx[s][i] for i in sel], len(plan.unique[s]), 1)  # (B, nc, 8w, hw)
+                    cam = b.op("Relu", [b.op("MatMul", [alpha, a4])])  # (B, nc, 1, hw)
+                    out[f"cam_{s}"] = b.reshape(b.reduce("ReduceMean", cam, [1], keepdims=0), [-1, hh, hh])
     vs = plan.vs_networks
     if vs:
         n = len(vs)

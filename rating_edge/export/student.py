@@ -14,7 +14,9 @@ about 2-4 ResNet-18s whatever the number of teacher networks.
   but about 3x the branch cost, which at 224 px loses the >= 20x target for shallow share depths.
 - 60 heads, one per teacher network, stored batched so they run as a handful of MatMuls: SH heads are
   the teacher's H (Linear(16w, hidden), ReLU, Linear(hidden, 2)) on [GS features, Doppler features];
-  VS heads are the teacher's fc (Linear(8w, 2)) on Doppler features.
+  VS heads are the teacher's fc (Linear(8w, 2)) on Doppler features. With the authors' "linear2" head
+  (no activation) the SH heads skip the ReLU and each VS head is the teacher's two Linear layers
+  multiplied into one (exactly the same map).
 
 `forward_logits` gives each head's log-odds d = z1 - z0 (what training matches); `forward` takes the
 engine inputs (uint8 RGB NHWC), normalises inside the graph and returns the four package outputs,
@@ -179,7 +181,7 @@ class Student(nn.Module):
         f_vs = maps["vs_doppler"].mean(dim=(3, 4))
         sh_in = torch.cat([f_gs, f_dop], dim=2).unsqueeze(2)  # (B, G, 1, 2d)
         pre = torch.matmul(sh_in, self.sh_w1) + self.sh_b1  # (B, G, 1, K*h)
-        hid = torch.relu(pre).reshape(b, g, k, 1, h)
+        hid = (pre if sp.head == "linear2" else torch.relu(pre)).reshape(b, g, k, 1, h)
         sh_logits = (torch.matmul(hid, self.sh_w2) + self.sh_b2).reshape(b, g, k, 2)
         vs_logits = (torch.matmul(f_vs.unsqueeze(2), self.vs_w) + self.vs_b).reshape(b, g, k, 2)
         return sh_logits, vs_logits, pre
@@ -219,7 +221,9 @@ class Student(nn.Module):
         w2d = (self.sh_w2[..., 1] - self.sh_w2[..., 0]).index_select(1, idx)  # (G, K0, h)
         w1 = self.sh_w1.reshape(g, 2 * d, k, h).index_select(2, idx)  # (G, 2d, K0, h)
         w1 = w1.permute(0, 2, 3, 1)  # (G, K0, h, 2d)
-        active = (pre.reshape(b, g, k, h).index_select(2, idx) > 0).to(pre.dtype)  # (B, G, K0, h)
+        active = pre.reshape(b, g, k, h).index_select(2, idx)  # (B, G, K0, h)
+        # a linear2 head has no ReLU: every hidden unit passes its gradient
+        active = torch.ones_like(active) if sp.head == "linear2" else (active > 0).to(pre.dtype)
         gate = (active * w2d.unsqueeze(0)).unsqueeze(3)  # (B, G, K0, 1, h)
         grad = torch.matmul(gate, w1.unsqueeze(0)).squeeze(3)  # (B, G, K0, 2d)
         heats = []
@@ -269,13 +273,18 @@ class Student(nn.Module):
                 H = teachers[nid].H
                 self.sh_w1[gi, :, ki * h:(ki + 1) * h] = H[0].weight.t()
                 self.sh_b1[gi, 0, ki * h:(ki + 1) * h] = H[0].bias
-                self.sh_w2[gi, ki] = H[2].weight.t()
-                self.sh_b2[gi, ki, 0] = H[2].bias
+                self.sh_w2[gi, ki] = H[-1].weight.t()
+                self.sh_b2[gi, ki, 0] = H[-1].bias
         for gi, ids in enumerate(self.head_ids("vs")):
             for ki, nid in enumerate(ids):
                 fc = teachers[nid].fc
-                self.vs_w[gi, :, ki * 2:(ki + 1) * 2] = fc.weight.t()
-                self.vs_b[gi, 0, ki * 2:(ki + 1) * 2] = fc.bias
+                if isinstance(fc, nn.Sequential):  # linear2: Linear -> Linear is one linear map
+                    w = (fc[1].weight.double() @ fc[0].weight.double()).float()
+                    bias = (fc[1].weight.double() @ fc[0].bias.double() + fc[1].bias.double()).float()
+                else:
+                    w, bias = fc.weight, fc.bias
+                self.vs_w[gi, :, ki * 2:(ki + 1) * 2] = w.t()
+                self.vs_b[gi, 0, ki * 2:(ki + 1) * 2] = bias
 
 
 def _copy_prefix(dst: nn.Module, state: dict) -> None:

@@ -11,10 +11,17 @@ import numpy as np
 
 # The comparison itself lives in rating_edge.compare (one definition for verify, the INT8 gate,
 # distillation and evaluate); these names stay importable from here.
-from rating_edge.compare import (GRADE_KEYS, HEAT_KEYS, PROB_KEYS, Gates, apply_gates,  # noqa: F401
-                                 compare_outputs, heat_correlation)
+from rating_edge.compare import (  # noqa: F401
+    GRADE_KEYS,
+    HEAT_KEYS,
+    PROB_KEYS,
+    Gates,
+    apply_gates,
+    compare_outputs,
+    heat_correlation,
+)
 from rating_edge.compare import kappa as weighted_kappa  # noqa: F401
-
+from rating_edge.scoring import Thresholds
 
 # A distilled student is trained to reproduce the ensemble's grades, not its probabilities
 DISTILL_GRADE_AGREEMENT = 0.97
@@ -78,7 +85,7 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
     ref = reference if reference is not None else reference_outputs(reference_ckpt, gs, doppler)
     if outputs is not None:
         outputs.update(reference=ref, test=test)
-    rep = compare_outputs(ref, test)
+    rep = compare_outputs(ref, test, thresholds=Thresholds.from_meta(package.meta))
     rep["failures"] = apply_gates(rep, gates)
     rep["passed"] = not rep["failures"]
     rep["gates"] = asdict(gates)

@@ -166,14 +166,31 @@ class CheckpointReader:
         scale = g / np.sqrt(v + BN_EPS)
         return (w * scale[:, None, None, None]).astype(np.float32), (b - m * scale).astype(np.float32)
 
+    def _collapse(self, nid: str, first: str, last: str) -> dict:
+        """Linear -> Linear without an activation is one linear map: only z1 - z0 = wd . x + bd
+        matters for P and the cam, so both layers fold into one vector (float64, then float32)."""
+        w1 = self.get(nid, f"{first}.weight").astype(np.float64)
+        b1 = self.get(nid, f"{first}.bias").astype(np.float64)
+        w2 = self.get(nid, f"{last}.weight").astype(np.float64)
+        b2 = self.get(nid, f"{last}.bias").astype(np.float64)
+        w2d = w2[1] - w2[0]
+        return {"linear": True, "wd": (w2d @ w1).astype(np.float32),
+                "bd": np.float32(w2d @ b1 + b2[1] - b2[0])}
+
     def sh_head(self, nid: str) -> dict:
-        """H = Linear(16w, hidden) -> ReLU -> Linear(hidden, 2); only z1 - z0 matters for P and the cam."""
+        """"mlp": H = Linear(16w, hidden) -> ReLU -> Linear(hidden, 2); only z1 - z0 matters for P and
+        the cam. "linear2": the collapsed linear map (see _collapse)."""
+        if self.spec.head == "linear2":
+            return self._collapse(nid, "H.0", "H.1")
         w2 = self.get(nid, "H.2.weight").astype(np.float64)
         b2 = self.get(nid, "H.2.bias").astype(np.float64)
-        return {"w1": self.get(nid, "H.0.weight").astype(np.float32), "b1": self.get(nid, "H.0.bias").astype(np.float32),
+        return {"linear": False, "w1": self.get(nid, "H.0.weight").astype(np.float32),
+                "b1": self.get(nid, "H.0.bias").astype(np.float32),
                 "w2d": (w2[1] - w2[0]).astype(np.float32), "b2d": np.float32(b2[1] - b2[0])}
 
     def vs_head(self, nid: str) -> dict:
+        if self.spec.head == "linear2":
+            return self._collapse(nid, "fc.0", "fc.1")
         w = self.get(nid, "fc.weight").astype(np.float64)
         b = self.get(nid, "fc.bias").astype(np.float64)
         return {"wd": (w[1] - w[0]).astype(np.float32), "bd": np.float32(b[1] - b[0])}

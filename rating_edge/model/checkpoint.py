@@ -4,7 +4,9 @@
     {"format": "rating-edge-ensemble", "format_version": 1, "spec": {...EnsembleSpec...},
      "networks": {"fold0-sh-gt0-seed0": {"file": "networks/fold0-sh-gt0-seed0.safetensors",
                                          "sha256": "...", "module": "sh"}, ...},
-     "meta": {...free-form: how it was made...}}
+     "meta": {...free-form: how it was made; "preprocess": the profile the networks expect...},
+     "thresholds": {"sh": {"threshold": [[[t]]], "strict": [[[bool]]]}, "vs": ...}  (optional, see
+                   rating_edge.scoring.Thresholds; absent = 0.5 and ">")}
 
 Every load checks the file's SHA-256 and every tensor's name and shape against the architecture, and
 names the network and the tensor when something does not match.
@@ -17,12 +19,12 @@ import torch
 from torch import nn
 
 from rating_edge.errors import CheckpointError
-from rating_edge.model.networks import build_network
-from rating_edge.spec import EnsembleSpec, parse_network_id
-from rating_edge.package import resolve_inside, sha256_file
 from rating_edge.manifest import read_manifest_json
+from rating_edge.model.networks import build_network
+from rating_edge.package import resolve_inside, sha256_file
 from rating_edge.publish import publish, publish_json
 from rating_edge.schemas import ENSEMBLE
+from rating_edge.spec import EnsembleSpec, parse_network_id
 
 MANIFEST = "ensemble.json"
 FORMAT = "rating-edge-ensemble"
@@ -55,14 +57,19 @@ def save_network(path: Path, model: nn.Module) -> str:
     return sha256_file(path)
 
 
-def write_manifest(folder: Path, spec: EnsembleSpec, networks: dict, meta: dict | None = None) -> Path:
+def write_manifest(folder: Path, spec: EnsembleSpec, networks: dict, meta: dict | None = None,
+                   thresholds: dict | None = None) -> Path:
     data = {"format": FORMAT, "format_version": 1, "spec": spec.to_dict(),
             "networks": {k: networks[k] for k in sorted(networks)}, "meta": meta or {}}
+    if thresholds:
+        data["thresholds"] = thresholds
     return publish_json(Path(folder) / MANIFEST, data)
 
 
-def save_ensemble(folder, spec: EnsembleSpec, models: dict, meta: dict | None = None) -> Path:
-    """Write every network of `models` ({network id: module}) and the manifest."""
+def save_ensemble(folder, spec: EnsembleSpec, models: dict, meta: dict | None = None,
+                  thresholds: dict | None = None) -> Path:
+    """Write every network of `models` ({network id: module}), the manifest and the networks'
+    decision thresholds (a `Thresholds.to_dict()`; None = 0.5 and ">")."""
     folder = Path(folder)
     missing = [n for n in spec.network_ids() if n not in models]
     if missing:
@@ -73,7 +80,7 @@ def save_ensemble(folder, spec: EnsembleSpec, models: dict, meta: dict | None = 
         rel = f"networks/{nid}.safetensors"
         entries[nid] = {"file": rel, "sha256": save_network(folder / rel, models[nid]),
                         "module": parse_network_id(nid)[1]}
-    return write_manifest(folder, spec, entries, meta)
+    return write_manifest(folder, spec, entries, meta, thresholds)
 
 
 def read_manifest(folder) -> dict:
@@ -91,6 +98,12 @@ def read_manifest(folder) -> dict:
         if nid not in nets:
             raise CheckpointError(f"{folder}: network {nid} is missing from {MANIFEST}")
         resolve_inside(folder, nets[nid]["file"], CheckpointError, f"network {nid}: file")
+    from rating_edge.scoring import Thresholds
+
+    try:
+        Thresholds.from_dict(data.get("thresholds"), spec.folds, spec.seeds)
+    except ValueError as e:
+        raise CheckpointError(f"{folder}: {MANIFEST}: {e}") from None
     data["spec_obj"] = spec
     return data
 

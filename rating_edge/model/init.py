@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rating_edge.model.checkpoint import save_ensemble
-from rating_edge.model.networks import SHNet, VSNet, build_network
+from rating_edge.model.networks import SHNet, VSNet, build_network, last_linear
 from rating_edge.spec import MODULES, EnsembleSpec, network_id
 
 
@@ -82,11 +82,12 @@ def init_ensemble(spec: EnsembleSpec, seed: int = 0, share_backbones: bool = Fal
                                 b = copy.deepcopy(shared[name])
                             else:
                                 b = random_backbone(spec, x, gen)
+                                if spec.head == "linear2":  # official-style backbones carry no fc
+                                    del b.fc
                                 shared[name] = b
                             setattr(net, name, b)
                         feats = torch.cat([net.F.features(x), net.G.features(x)], 1)
-                        h = torch.relu(net.H[0](feats))
-                        _scale_last(net.H[2], h)
+                        _scale_last(last_linear(net.H), net.H[:-1](feats))
                     else:
                         assert isinstance(net, VSNet)
                         if share_backbones and "B" in shared:
@@ -94,8 +95,15 @@ def init_ensemble(spec: EnsembleSpec, seed: int = 0, share_backbones: bool = Fal
                         else:
                             src = random_backbone(spec, x, gen)
                             shared["B"] = src
-                        net.load_state_dict(src.state_dict())
-                        if share_backbones:  # heads differ even where the backbone is shared
+                        if spec.head == "linear2":  # src's fc is one Linear: copy the backbone only
+                            state = {k: v for k, v in src.state_dict().items() if not k.startswith("fc.")}
+                            net.load_state_dict({**net.state_dict(), **state})
+                            for lin in net.fc:
+                                nn.init.normal_(lin.weight, 0, 0.05, generator=gen)
+                            _scale_last(last_linear(net.fc), net.fc[:-1](net.features(x)))
+                        else:
+                            net.load_state_dict(src.state_dict())
+                        if share_backbones and spec.head != "linear2":  # heads differ even where the backbone is shared
                             nn.init.normal_(net.fc.weight, 0, 0.01, generator=gen)
                             _scale_last(net.fc, net.features(x))
                     models[nid] = net.eval()

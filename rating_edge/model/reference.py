@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from rating_edge.model.checkpoint import load_models
-from rating_edge.spec import parse_network_id
 from rating_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, check_batch, normalize
+from rating_edge.spec import parse_network_id
 
 
 class ReferenceEnsemble:

@@ -42,9 +42,12 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """torchvision.models.resnet18 layout; `width` = base channels (64 in torchvision)."""
+    """torchvision.models.resnet18 layout; `width` = base channels (64 in torchvision).
 
-    def __init__(self, num_classes: int = 2, width: int = 64):
+    `num_classes=None` leaves out `fc`: a feature extractor, like the official code's backbones.
+    """
+
+    def __init__(self, num_classes: int | None = 2, width: int = 64):
         super().__init__()
         self.width = width
         w = width
@@ -57,7 +60,8 @@ class ResNet18(nn.Module):
         self.layer3 = self._layer(2 * w, 4 * w, 2)
         self.layer4 = self._layer(4 * w, 8 * w, 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(8 * w, num_classes)
+        if num_classes is not None:
+            self.fc = nn.Linear(8 * w, num_classes)
         init_weights(self)
 
     @staticmethod

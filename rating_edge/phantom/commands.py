@@ -5,7 +5,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from rating_edge.errors import RatingEdgeError
 
@@ -52,9 +58,9 @@ def register(app: typer.Typer) -> None:
         dropouts: bool = typer.Option(False, "--dropouts", help="Insert short no-signal (black) periods."),
     ):
         """Write a scanner-screen recording with a per-frame JSONL truth sidecar."""
-        from rating_edge.phantom.video import PhantomScanner, parse_size, write_video
-
         import math
+
+        from rating_edge.phantom.video import PhantomScanner, parse_size, write_video
 
         if not (math.isfinite(seconds) and math.isfinite(fps)):  # the ranges are checked by the scanner
             raise RatingEdgeError(f"--seconds and --fps must be finite numbers, got {seconds} and {fps}")

@@ -12,7 +12,13 @@ import numpy as np
 
 from rating_edge.dataset import PairRecord, write_labels
 from rating_edge.errors import RatingEdgeError
-from rating_edge.phantom.joint import BASE_H, BASE_W, make_pair, sample_anatomy, sample_grades
+from rating_edge.phantom.joint import (
+    BASE_H,
+    BASE_W,
+    make_pair,
+    sample_anatomy,
+    sample_grades,
+)
 
 DOPPLER_CHOICES = ("cdus", "pdus", "mixed")
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3]

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rating_edge.evaluate import GRADES, TARGETS, _labels_array, _weighted_auc, resample_counts
+from rating_edge.evaluate import (
+    GRADES,
+    TARGETS,
+    _labels_array,
+    _weighted_auc,
+    resample_counts,
+)
 from rating_edge.plots.base import pyplot, save
 from rating_edge.scoring import score_probs
 

@@ -24,8 +24,19 @@ from rating_edge.runtime.layout import LayoutDetector, Profile, load_profile
 from rating_edge.runtime.memory import keep_freed_memory
 from rating_edge.runtime.overlay import OverlayState
 from rating_edge.runtime.pairing import MIN_SIMILARITY, Pairer
-from rating_edge.runtime.pipeline import (AggregationStage, CaptureStage, ErrorReport, LayoutStage, LogStage,
-                                          OverlayStage, PairingStage, Pipeline, ScoringStage, SinksStage, describe)
+from rating_edge.runtime.pipeline import (
+    AggregationStage,
+    CaptureStage,
+    ErrorReport,
+    LayoutStage,
+    LogStage,
+    OverlayStage,
+    PairingStage,
+    Pipeline,
+    ScoringStage,
+    SinksStage,
+    describe,
+)
 from rating_edge.runtime.session_log import SessionLog
 from rating_edge.runtime.sinks import PipeSink, SnapshotSink, VideoFileSink, WindowSink
 from rating_edge.runtime.stats import RunStats, write_report
@@ -112,8 +123,8 @@ def open_engine(cfg: RunConfig, runner, errors: ErrorReport):
     if runner is None:
         if not cfg.package:
             return None, "", "", "AI unavailable: no model package (--package)"
-        from rating_edge.package import load_package
         from rating_edge.infer import make_runner
+        from rating_edge.package import load_package
 
         pkg = load_package(cfg.package, verify=True)  # refuses tampered packages before anything loads
         try:

@@ -90,7 +90,12 @@ def register(app: typer.Typer) -> None:
 
         from rating_edge.errors import RatingEdgeError
         from rating_edge.runtime.capture import as_bgr8, read_one_frame
-        from rating_edge.runtime.layout import LayoutDetector, Profile, draw_layout, load_profile
+        from rating_edge.runtime.layout import (
+            LayoutDetector,
+            Profile,
+            draw_layout,
+            load_profile,
+        )
 
         if eval_truth is not None:
             from rating_edge.runtime.screen_eval import evaluate, format_report

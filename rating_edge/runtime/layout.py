@@ -24,7 +24,12 @@ import cv2
 import numpy as np
 
 from rating_edge.errors import RatingEdgeError
-from rating_edge.preprocess import DopplerParams, check_image, colour_mask_u8, max_and_chroma
+from rating_edge.preprocess import (
+    DopplerParams,
+    check_image,
+    colour_mask_u8,
+    max_and_chroma,
+)
 
 DETECT_WIDTH = 480  # working width of area detection
 MIN_FRAME_SIDE = 16  # frames (and profile areas) smaller than this hold no ultrasound image to find

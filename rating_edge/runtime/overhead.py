@@ -12,10 +12,10 @@ import time
 import cv2
 import numpy as np
 
+from rating_edge.infer import Runner
 from rating_edge.package import Package
 from rating_edge.preprocess import PreprocessParams
 from rating_edge.runtime.capture import FramesSource, Source, open_source
-from rating_edge.infer import Runner
 from rating_edge.runtime.stats import RunStats, percentiles
 from rating_edge.spec import preset
 

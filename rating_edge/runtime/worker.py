@@ -18,7 +18,7 @@ import numpy as np
 from rating_edge.preprocess import PreprocessParams, prepare_doppler, prepare_gs
 from rating_edge.runtime.capture import LatestSlot
 from rating_edge.runtime.pairing import Pair
-from rating_edge.scoring import score_probs
+from rating_edge.scoring import Thresholds, score_probs
 
 
 @dataclass
@@ -53,6 +53,9 @@ class Scorer:
         self.runner = runner
         pkg = getattr(runner, "package", None)
         self.params = params or (pkg.preprocess if pkg is not None else PreprocessParams())
+        # the model's own decision thresholds (imported official networks carry theirs; else 0.5 and ">")
+        meta = getattr(pkg, "meta", None)
+        self.thresholds = Thresholds.from_meta(meta) if isinstance(meta, dict) else None
         size = getattr(getattr(runner, "spec", None), "input_size", None)
         if size and size != self.params.input_size:
             self.params = PreprocessParams.from_dict({**self.params.to_dict(), "input_size": size})
@@ -88,14 +91,15 @@ class Scorer:
             self._pool = None
 
     @staticmethod
-    def grade(out: dict):
-        """(scores, sh_prob, vs_prob) of one pair's engine outputs: ECOC/MULTITUDE, shared with archive
-        scoring so the runtime and the archive grade a pair identically."""
+    def grade(out: dict, thresholds=None):
+        """(scores, sh_prob, vs_prob) of one pair's engine outputs: ECOC/MULTITUDE with the model's own
+        decision thresholds, shared with archive scoring so the runtime and the archive grade a pair
+        identically."""
         sh_prob = np.asarray(out["sh_prob"])[0]
         vs_prob = np.asarray(out["vs_prob"])[0]
         if not (np.isfinite(sh_prob).all() and np.isfinite(vs_prob).all()):
             raise ValueError("engine returned NaN or infinite probabilities")  # never shown as a grade
-        sc = score_probs(sh_prob[None], vs_prob[None])
+        sc = score_probs(sh_prob[None], vs_prob[None], thresholds)
         return {k: (v[0] if np.ndim(v) else v) for k, v in sc.items()}, sh_prob, vs_prob
 
     def score(self, pair: Pair) -> Result:
@@ -105,7 +109,7 @@ class Scorer:
             t1 = time.perf_counter()
             out = self.runner.infer({"gs": gs, "doppler": dop})
             t2 = time.perf_counter()
-            scores, sh_prob, vs_prob = self.grade(out)
+            scores, sh_prob, vs_prob = self.grade(out, self.thresholds)
             t3 = time.perf_counter()
         except Exception as e:  # noqa: BLE001 - fail open: the feed must keep flowing
             return Result(pair, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",

@@ -71,10 +71,9 @@ def register(app: typer.Typer) -> None:
                                    "matrices and Youden points here (PNG + SVG; needs the plots extra)."),
     ):
         """The paper's metrics: per-task AUC, accuracy, weighted kappa, confusion matrices, Youden, 95% CIs."""
+        from rating_edge.cli_checks import check_count
         from rating_edge.errors import RatingEdgeError
         from rating_edge.evaluate import evaluate_model, print_report, write_json
-
-        from rating_edge.cli_checks import check_count
 
         if bootstrap < 0:
             raise RatingEdgeError("--bootstrap must be 0 or more")

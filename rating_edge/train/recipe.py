@@ -201,7 +201,13 @@ def train_ensemble(data_dir, out, spec: EnsembleSpec, cfg: TrainConfig, jigsaw: 
     """Train (or resume) the ensemble in `out`. `max_networks` stops after that many newly trained
     networks (the run is resumable); the manifest `ensemble.json` is written once all are done."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = console or Console(stderr=True)
     torch.set_num_threads(torch_threads(spec.width, threads))

@@ -60,11 +60,11 @@ def main(argv=None) -> int:
     from rating_edge.calibration.quantize import quantize_package
     from rating_edge.calibration.trt_build import build_engine
     from rating_edge.export.exporter import export_package
-    from rating_edge.model.init import write_random_ensemble
-    from rating_edge.package import load_package
     from rating_edge.infer.cuda_buffers import get_backend
     from rating_edge.infer.ort import OrtRunner
     from rating_edge.infer.trt import TrtRunner
+    from rating_edge.model.init import write_random_ensemble
+    from rating_edge.package import load_package
     from rating_edge.spec import preset
 
     try:
