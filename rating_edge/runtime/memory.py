@@ -16,7 +16,7 @@ import os
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its adaptive threshold; frames stay below it
-TRIM_THRESHOLD = 256 << 20  # freed heap kept for reuse, up to this much
+TRIM_THRESHOLD = 64 << 20  # freed heap kept for reuse, up to this much (about ten 1080p frames)
 
 _done = None
 
