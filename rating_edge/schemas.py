@@ -54,7 +54,8 @@ PREPROCESS = {
         "mean": {"type": "array", "items": _num(0, 1), "minItems": 3, "maxItems": 3},
         "std": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "minItems": 3, "maxItems": 3},
-        "interpolation": {"enum": ["area", "linear", "nearest"]},
+        "interpolation": {"enum": ["area", "linear", "nearest", "pil-bilinear"]},
+        "profile": {"enum": ["rating-edge", "rating-official"]},
         "doppler": DOPPLER,
     },
 }
