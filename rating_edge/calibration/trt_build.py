@@ -153,33 +153,9 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
                 convert_fp16(onnx_path, pkg.file(fp16_rel))
                 extra_files += [str(p.relative_to(pkg.path)) for p in pkg.file(fp16_rel).parent.iterdir() if p.is_file()]
                 onnx_path = pkg.file(fp16_rel)
-            # No creation flags: TensorRT 10 networks are always explicit-batch (EXPLICIT_BATCH is
-            # deprecated and ignored) and weakly typed here (precision from builder flags); TensorRT 11
-            # networks are always strongly typed (STRONGLY_TYPED is deprecated and ignored there).
-            network = builder.create_network(0)
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse_from_file(str(onnx_path)):
-                errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise PackageError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:500]}")
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-            for f in plan["flags"]:
-                config.set_flag(getattr(trt.BuilderFlag, f))
-            if dla_core is not None:
-                config.default_device_type = trt.DeviceType.DLA
-                config.DLA_core = int(dla_core)
-                config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # grouped convs, Grad-CAM ops etc. run on the GPU
-            profile = builder.create_optimization_profile()
-            dynamic = False
-            for i in range(network.num_inputs):
-                inp = network.get_input(i)
-                shapes = _input_profile(inp.name, inp.shape, batches)
-                if shapes is not None:
-                    profile.set_shape(inp.name, *shapes)
-                    dynamic = True
-            if dynamic and config.add_optimization_profile(profile) < 0:
-                raise RatingEdgeError(f"TensorRT rejected the optimization profile for {onnx_rel} (batch {batches})")
-            max_b = batches[2] if dynamic else int(network.get_input(0).shape[0])
+            # the parser owns the weights the network points to: it lives until the engine is built
+            network, config, max_b, parser = _network_and_config(trt, builder, logger, onnx_path, onnx_rel, plan,
+                                                                 workspace_mb, dla_core, batches)
             cache = _attach_timing_cache(config, cache_bytes, log)
             t0 = time.perf_counter()
             log(f"building {precision} engine for {onnx_rel} on {key['gpu']} (TensorRT {key['trt_version']}, "
@@ -188,7 +164,7 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
             if serialized is None:
                 raise RatingEdgeError(f"TensorRT failed to build an engine for {onnx_rel} (see the TensorRT log above)")
             cache_bytes = bytes(config.get_timing_cache().serialize())
-            del cache  # held until here: the attached cache must outlive the build
+            del cache, parser  # held until here: the attached cache and the weights must outlive the build
             rel = _fresh(engine_name(onnx_rel, precision, key, dla_core), listed)
             written.append(rel)
             pkg.file(rel).parent.mkdir(parents=True, exist_ok=True)
@@ -197,11 +173,7 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
                 "file": rel, **key, "precision": precision, "kind": rec.get("kind", "fused"),
                 **({"network": rec["network"]} if "network" in rec else {}),
                 "onnx": onnx_rel, "onnx_sha256": pkg.meta["artifacts"][onnx_rel]["sha256"],
-                "variant": plan["variant"] or "default", "strongly_typed": plan["strongly_typed"],
-                "trt_flags": plan["flags"], "dla_core": dla_core, "workspace_mb": workspace_mb,
-                "max_batch": max_b, "build_s": round(time.perf_counter() - t0, 1),
-                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            })
+                **_build_settings(plan, dla_core, workspace_mb, max_b, t0)})
     except BaseException:
         _roll_back(pkg.path, written, old, old_files)
         raise
@@ -214,6 +186,49 @@ def build_engine(pkg_path, precision: str = "fp16", dla_core: int | None = None,
     files = sorted({f for f in extra_files if f not in listed} | set(old_files))
     write_engines_json(pkg.path, kept + new_records, [f for f in files if (pkg.path / f).is_file()])
     return new_records[0]
+
+
+def _network_and_config(trt, builder, logger, onnx_path, onnx_rel: str, plan: dict, workspace_mb: int,
+                        dla_core, batches):
+    """One graph parsed into a TensorRT network, with its builder config (flags, workspace, DLA, the
+    optimization profile over `batches`), the largest batch the engine will take, and the parser (it owns
+    the network's weights, so the caller keeps it until the engine is built)."""
+    # No creation flags: TensorRT 10 networks are always explicit-batch (EXPLICIT_BATCH is
+    # deprecated and ignored) and weakly typed here (precision from builder flags); TensorRT 11
+    # networks are always strongly typed (STRONGLY_TYPED is deprecated and ignored there).
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise PackageError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:500]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    for f in plan["flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, f))
+    if dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # grouped convs, Grad-CAM ops etc. run on the GPU
+    profile = builder.create_optimization_profile()
+    dynamic = False
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        shapes = _input_profile(inp.name, inp.shape, batches)
+        if shapes is not None:
+            profile.set_shape(inp.name, *shapes)
+            dynamic = True
+    if dynamic and config.add_optimization_profile(profile) < 0:
+        raise RatingEdgeError(f"TensorRT rejected the optimization profile for {onnx_rel} (batch {batches})")
+    max_b = batches[2] if dynamic else int(network.get_input(0).shape[0])
+    return network, config, max_b, parser
+
+
+def _build_settings(plan: dict, dla_core, workspace_mb: int, max_b: int, t0: float) -> dict:
+    """How an engine was built, recorded beside it (a rebuild with other settings is told apart)."""
+    return {"variant": plan["variant"] or "default", "strongly_typed": plan["strongly_typed"],
+            "trt_flags": plan["flags"], "dla_core": dla_core, "workspace_mb": workspace_mb,
+            "max_batch": max_b, "build_s": round(time.perf_counter() - t0, 1),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _previous_files(folder: Path, listed: set) -> list[str]:
