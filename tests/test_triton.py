@@ -140,6 +140,17 @@ def test_dynamic_batching_forms_batches_from_concurrent_clients(served, tiny_sta
         run_load("grpc://10.0.0.1:8001", load_package(tiny_stack_pkg))
 
 
+def test_bench_triton_command_reports_the_server_batches(served, tiny_stack_pkg, tmp_path):
+    from rating_edge.cli import main
+
+    out = tmp_path / "b.json"
+    assert main(["bench", str(tiny_stack_pkg), "--triton", served.grpc_url, "--clients", "4", "--requests", "3",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["triton_load"]
+    assert res["pairs"] == 12 and res["errors"] == 0 and res["server_inferences"] == 12
+    assert main(["bench", str(tiny_stack_pkg), "--triton", served.grpc_url, "--clients", "0"]) == 2
+
+
 def test_server_restart_fails_open_then_reconnects(served, tiny_stack_pkg):
     pkg = load_package(tiny_stack_pkg)
     gs, dop = _pairs(pkg.spec, 1, seed=2)

@@ -86,10 +86,19 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("ort", "--backend", help="Backend for --soak: ort or trt."),
         plot: Path = typer.Option(None, "--plot", help="Also draw the rows' latency distributions and pairs/s "
                                   "(FILE.png and FILE.svg; needs the plots extra)."),
+        triton: str = typer.Option(None, "--triton", help="Load test instead: the Triton server at this URL "
+                                   "(grpc://127.0.0.1:8001 or http://...; this machine only) serving PKG."),
+        clients: int = typer.Option(8, "--clients", help="--triton: concurrent clients (scanners)."),
+        requests: int = typer.Option(25, "--requests", help="--triton: pairs each client sends."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
         if iters < 1 or warmup < 0:
             raise RatingEdgeError("--iters must be >= 1 and --warmup >= 0")
+        if triton is not None:
+            if len(packages or []) != 1:
+                raise RatingEdgeError("--triton loads one package: rating-edge bench PKG --triton URL")
+            _triton_load(packages[0], triton, clients, requests, json_out)
+            return
         if soak is not None:
             if len(packages or []) != 1:
                 raise RatingEdgeError("--soak runs one package: rating-edge bench PKG --soak MINUTES")
@@ -210,3 +219,22 @@ def _finish(report: dict, json_out) -> None:
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
         console.print(f"wrote {json_out}")
+
+
+def _triton_load(package, url: str, clients: int, requests: int, json_out) -> None:
+    """N scanner-like clients against a Triton server: throughput, latency and the batches it formed."""
+    from rich.table import Table
+
+    from rating_edge.bench.core import machine_info
+    from rating_edge.bench.triton_load import run_load
+    from rating_edge.package import load_package
+
+    res = run_load(url, load_package(package), clients=clients, requests=requests)
+    t = Table(title=f"Triton load: {clients} clients x {requests} pairs at {url}")
+    for col in ("pairs", "errors", "pairs/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "batch sizes"):
+        t.add_column(col, justify="right")
+    t.add_row(str(res["pairs"]), str(res["errors"]), f"{res['pairs_per_s']:.1f}", f"{res['p50_ms']:.1f}",
+              f"{res['p95_ms']:.1f}", f"{res['p99_ms']:.1f}", f"{res['mean_batch']:.2f}",
+              ", ".join(f"{b}:{n}" for b, n in res["batch_sizes"].items()))
+    console.print(t)
+    _finish({"machine": machine_info(None), "results": [], "triton_load": res}, json_out)
