@@ -229,12 +229,14 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
 
         pkg = load_package(model)
         params = pkg.preprocess
-        runner = make_runner(pkg, backend, variant, **({"threads": threads} if threads and backend == "ort" else {})).activate()
+        runner = make_runner(pkg, backend, variant, **({"threads": threads} if threads and backend != "trt" else {})).activate()
         fixed = pkg.meta.get("batch", "dynamic")
         if fixed != "dynamic":
             batch = int(fixed)
         info = {"kind": kind, "strategy": pkg.strategy, "precision": pkg.meta.get("precision"),
                 "backend": backend, "variant": variant or "default", "model_hash": pkg.model_hash}
+        if getattr(runner, "info", None):  # OpenVINO: the precision it ran (a BF16/INT8 form is not the package's)
+            info["engine"] = runner.info
 
         def infer(gs, dop):
             return runner.infer({"gs": gs, "doppler": dop})

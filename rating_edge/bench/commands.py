@@ -26,28 +26,57 @@ def naive_candidate(reference, feed, threads: int):
         ref = load_ensemble(reference)
         return (lambda: ref.predict_probs(feed["gs"], feed["doppler"])), (lambda: ref.models.clear())
 
-    return Candidate("naive", setup)
+    return Candidate("naive", setup, backend="torch", precision="fp32")
 
 
-def package_candidates(pkg, feed, name: str | None = None) -> list:
-    """One row per graph set of a package: its default graphs and each of its `variants`."""
+def variant_precision(variant: str | None) -> str:
+    """The arithmetic of a package graph set, from its variant name (default graphs are FP32)."""
+    for p in ("int8", "fp16", "bf16"):
+        if variant and variant.startswith(p):
+            return p
+    return "fp32"
+
+
+def package_candidates(pkg, feed, name: str | None = None, backends=("ort",)) -> list:
+    """One row per graph set of a package and backend: ONNX Runtime runs its default graphs and each
+    of its ONNX `variants`; OpenVINO runs FP32, BF16 (where the CPU has it) and its INT8 variant."""
     from rating_edge.bench.core import Candidate
     from rating_edge.package import load_package
-    from rating_edge.runtime.engines import make_runner
+    from rating_edge.runtime.engines import choose_variant, make_runner
 
     package = load_package(pkg)
     base = name or f"{package.strategy}:{Path(pkg).name}"
+    variants = package.meta.get("variants", {})
     out = []
-    for variant in [None] + sorted(package.meta.get("variants", {})):
-        def setup(v=variant):
-            runner = make_runner(package, variant=v).activate()
-            return (lambda: runner.infer(feed)), runner.deactivate
+    for backend in backends:
+        if backend == "ort":
+            onnx_variants = [v for v in sorted(variants) if all(r["file"].endswith(".onnx") for r in variants[v])]
+            for variant in [None] + onnx_variants:
+                def setup(v=variant):
+                    runner = make_runner(package, "ort", variant=v).activate()
+                    return (lambda: runner.infer(feed)), runner.deactivate
 
-        out.append(Candidate(base if variant is None else f"{base}[{variant}]", setup))
+                ran = variant if variant is not None else choose_variant(package, "ort")  # what `None` runs
+                out.append(Candidate(base if variant is None else f"{base}[{variant}]", setup, "ort",
+                                     variant_precision(ran)))
+        elif backend == "openvino":
+            from rating_edge.infer.openvino import bench_forms
+
+            for prec, variant in bench_forms(package):
+                def setup(p=prec, v=variant):
+                    runner = make_runner(package, f"openvino:{p}", variant=v).activate()
+                    return (lambda: runner.infer(feed)), runner.deactivate
+
+                tag = f"openvino {prec}" + (f" {variant}" if variant and variant != "int8-ov" else "")
+                out.append(Candidate(f"{base}[{tag}]", setup, "openvino", prec))
+        else:
+            raise RatingEdgeError(f"bench --backend {backend!r}: use ort or openvino (TensorRT rows come from "
+                                  "`python -m rating_edge.bench.tegrastats measure` on the Jetson)")
     return out
 
 
-def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir: Path, log) -> list:
+def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir: Path, log,
+                     backends=("ort",)) -> list:
     """naive, none, then each package. A future `--runtime` option appends its Candidate here."""
     from rating_edge.package import load_package
 
@@ -61,7 +90,7 @@ def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir:
         raise RatingEdgeError(f"--none {none_pkg}: that package's strategy is {load_package(none_pkg).strategy!r}, not 'none'")
     cands += package_candidates(none_pkg, feed, name="none")
     for p in packages:
-        cands += package_candidates(p, feed)
+        cands += package_candidates(p, feed, backends=backends)
     return cands
 
 
@@ -80,6 +109,10 @@ def register(app: typer.Typer) -> None:
                                     "excluded) on this source, e.g. 'phantom://?seed=0&fps=30' or a video file."),
         runtime_frames: int = typer.Option(300, help="Frames for --runtime."),
         runtime_size: str = typer.Option("1920x1080", help="Frame size WxH for --runtime."),
+        backend: list[str] = typer.Option(["ort"], "--backend", help="Backends for the package rows (repeatable): "
+                                          "ort, openvino (FP32, BF16 where the CPU has it, INT8 variants)."),
+        no_naive: bool = typer.Option(False, "--no-naive", help="Skip the naive PyTorch and `none` rows (paper-size "
+                                      "packages: saves loading two ~4 GB models; ratios are then between packages)."),
     ):
         """Pairs/s and p50/p95/p99 at batch 1 for naive PyTorch, `none` and each package, with ratios."""
         from rating_edge.bench.core import machine_info, render_table, run_bench
@@ -109,7 +142,11 @@ def register(app: typer.Typer) -> None:
             os.environ["RATING_EDGE_THREADS"] = str(threads)  # read by every OrtRunner made below
         threads = default_threads()
         with tempfile.TemporaryDirectory(prefix="rating-edge-bench-") as d:
-            cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print)
+            if no_naive:
+                cands = [c for p in packages or [] for c in package_candidates(p, feed, backends=backend)]
+            else:
+                cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print,
+                                         backends=backend)
             report = run_bench(cands, iters, warmup, log=console.print, threads=threads)
         console.print(render_table(report))
         if runtime is not None:

@@ -84,8 +84,11 @@ def quantize_cmd(
                                           "held-out part of CALIB."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the agreement report (JSON) here, also "
                                           "when the gate refuses."),
+    openvino: Optional[bool] = typer.Option(None, "--openvino/--no-openvino", help="Also make the OpenVINO INT8 "
+                                            "variant (NNCF) and gate OpenVINO BF16 (default: when openvino and nncf "
+                                            "are installed)."),
 ):
-    """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8) from one calibration, gated against FP32."""
+    """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8 [+ OpenVINO]) from one calibration, gated against FP32."""
     from rating_edge.calibration.quantize import GateRefused, print_report, quantize_package, report_json
 
     def log(msg):
@@ -94,7 +97,7 @@ def quantize_cmd(
     try:
         rec = quantize_package(pkg, calib, out, method=method, exclude=exclude or [], gate=gate,
                                fallback=fallback, holdout=holdout, engine=engine,
-                               verify_set=verify, member_gate=member_gate, log=log)
+                               verify_set=verify, member_gate=member_gate, openvino=openvino, log=log)
     except GateRefused as e:
         if report is not None:
             report.write_text(report_json(e.report))
@@ -103,7 +106,7 @@ def quantize_cmd(
     if report is not None:
         report.write_text(report_json(rec))
     console.print(f"[green]wrote[/] {out} (precision int8; variants int8-qdq for TensorRT, int8-u8s8 for "
-                  "ONNX Runtime)")
+                  "ONNX Runtime" + (", int8-ov for OpenVINO" if rec.get("openvino") else "") + ")")
     console.print(f"next: rating-edge bench {out}   or on the target: rating-edge build {out} --precision int8")
 
 

@@ -35,6 +35,10 @@ def print_report(rep: dict) -> None:
             t.add_row(f"{g} agreement / kappa", f"{rep['grades'][g]['agreement']:.4f} / {rep['grades'][g]['kappa_linear']:.4f}")
         t.add_row("min per-network binary agreement", f"{rep['min_network_agreement']:.4f}")
     t.add_row("pairs", str(rep["pairs"]))
+    eng = rep.get("engine") or {}
+    if eng.get("backend") == "openvino":
+        t.add_row("engine", f"OpenVINO {eng.get('openvino_version')} {eng.get('precision')} "
+                            f"(hint {eng.get('inference_precision_hint')}, {eng.get('cpu_class')} CPU)")
     console.print(t)
 
 
@@ -68,6 +72,8 @@ def register(app: typer.Typer) -> None:
         phantom: int = typer.Option(None, "--phantom", help="Use N phantom pairs (default when --data is absent: 16)."),
         limit: int = typer.Option(None, help="Use at most this many pairs of --data."),
         variant: str = typer.Option(None, help="Package variant to run (e.g. int8-u8s8)."),
+        backend: str = typer.Option("ort", "--backend", help="ort, openvino (fastest gated form here) or "
+                                    "openvino:fp32|bf16|int8; BF16/INT8 get the quantization gate."),
         json_out: Path = typer.Option(None, "--json", help="Write the full report here."),
         max_prob_diff: float = typer.Option(None, help="Gate: max |P_package - P_reference| (default 1e-4 for "
                                             "exact exports, not gated for INT8 variants and distilled students)."),
@@ -88,7 +94,7 @@ def register(app: typer.Typer) -> None:
             raise RatingEdgeError("use either --data or --phantom, not both")
         package = load_package(pkg)
         params = package.preprocess
-        base, why = default_gates(package, variant)
+        base, why = default_gates(package, variant, backend)
         given = {"max_prob_diff": max_prob_diff, "min_grade_agreement": min_grade_agreement,
                  "min_network_agreement": min_network_agreement, "min_heat_corr": min_heat_corr}
         gates = Gates(**{k: (v if v is not None else getattr(base, k)) for k, v in given.items()})
@@ -97,7 +103,7 @@ def register(app: typer.Typer) -> None:
             gs, dop = dataset_pairs(data, params, limit)
         else:
             gs, dop = phantom_pairs(phantom or 16, params, seed)
-        rep = verify_package(package, reference, gs, dop, gates, variant)  # loaded and hash-checked once
+        rep = verify_package(package, reference, gs, dop, gates, variant, backend=backend)  # loaded and hash-checked once
         print_report(rep)
         if json_out:
             json_out.write_text(json.dumps(rep, indent=2))

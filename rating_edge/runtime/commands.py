@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option(..., "--source", help="Video file, image folder, DICOM, /dev/videoN or index, "
                                    "udp/rtsp/http URL, GStreamer pipeline, or phantom://?seed=1&fps=30&..."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Scanner profile (JSON/YAML)."),
-        backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or trt (TensorRT)."),
+        backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime), trt (TensorRT), openvino"
+                                    "[:fp32|bf16|int8] or auto (the fastest gated CPU form here)."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Package graph variant, e.g. int8-u8s8."),
         display: bool = typer.Option(False, "--display", help="Show a window (needs an OpenCV with GUI)."),
         fullscreen: bool = typer.Option(False, "--fullscreen", help="Window in full screen."),

@@ -151,6 +151,10 @@ def choose_variant(package: Package, backend: str = "ort") -> str | None:
     """The graph form that fits `backend`: an INT8 package runs its U8S8 graph on ONNX Runtime (the
     TensorRT-style S8S8 Q/DQ graph is barely faster than FP32 on CPUs, DESIGN.md §4); TensorRT builds
     its own engines from the Q/DQ graph, so it needs no variant here."""
+    if backend.split(":")[0] == "openvino":
+        from rating_edge.infer.openvino import openvino_form, parse_backend
+
+        return openvino_form(package, parse_backend(backend)[1])[1]
     variants = package.meta.get("variants", {})
     if backend == "ort" and package.meta.get("precision") == "int8" and "int8-u8s8" in variants:
         return "int8-u8s8"
@@ -158,12 +162,26 @@ def choose_variant(package: Package, backend: str = "ort") -> str | None:
 
 
 def make_runner(package, backend: str = "ort", variant: str | None = None, **kw) -> Runner:
-    """A runner for `package` (path or Package) on `backend` ("ort" or "trt").
+    """A runner for `package` (path or Package) on `backend`: "ort", "trt", "openvino[:fp32|bf16|int8]"
+    (no precision: the fastest gated OpenVINO form here) or "auto" (the fastest gated CPU form here,
+    ONNX Runtime or OpenVINO, see `rating_edge.infer.openvino.choose_cpu_form`).
 
     `variant` None picks the form that fits the backend (`choose_variant`); "default" forces the
     package's main (FP32) graphs."""
     if not isinstance(package, Package):
         package = load_package(package)
+    if backend == "auto":
+        from rating_edge.infer.openvino import choose_cpu_form
+
+        form = choose_cpu_form(package)
+        backend = form["backend"]
+        variant = variant or form["variant"]
+    if backend.split(":")[0] == "openvino":
+        from rating_edge.infer.openvino import OpenVinoRunner, openvino_form, parse_backend
+
+        _, prec = parse_backend(backend)
+        prec, variant = openvino_form(package, prec, variant)
+        return OpenVinoRunner(package, precision=prec, variant=variant, **kw)
     if backend == "ort":
         if variant is None:
             variant = choose_variant(package, backend)
@@ -172,4 +190,4 @@ def make_runner(package, backend: str = "ort", variant: str | None = None, **kw)
         from rating_edge.runtime.trt_runner import TrtRunner  # lazy: TensorRT/CUDA only where installed
 
         return TrtRunner(package, **kw)
-    raise RatingEdgeError(f"unknown backend {backend!r}; use 'ort' or 'trt'")
+    raise RatingEdgeError(f"unknown backend {backend!r}; use 'ort', 'trt', 'openvino[:fp32|bf16|int8]' or 'auto'")

@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs (0: none)."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
         batch: int = typer.Option(32, help="Inference batch size."),
-        backend: str = typer.Option("ort", help="For packages: ort or trt."),
+        backend: str = typer.Option("ort", help="For packages: ort, trt, openvino[:fp32|bf16|int8] or auto "
+                                    "(fastest gated CPU form)."),
         variant: str = typer.Option(None, help="For packages: graph variant (e.g. int8-u8s8)."),
         threads: int = typer.Option(None, help="CPU threads (default: 1 for tiny checkpoints, else all cores)."),
     ):

@@ -1,0 +1,70 @@
+"""The OpenVINO INT8 form of a graph: NNCF post-training quantization of the OpenVINO model, saved
+as OpenVINO IR (`.xml` + `.bin`) in the package variant `int8-ov`.
+
+Why NNCF rather than OpenVINO reading the Q/DQ ONNX (`int8-qdq`): measured on the paper-preset
+shared stack (docs/openvino.md), NNCF's placement (quantized residual adds and pools, per-channel
+weights, activations in U8 where they follow a ReLU) is what OpenVINO's CPU plugin fuses into
+VNNI/AMX kernels; the TensorRT-style S8 Q/DQ graph leaves FP32 islands around every residual add.
+Both are measured by `rating-edge bench --backend openvino` on a quantized package.
+
+The fallback keeps the layers the quantizer ranks as most sensitive in FP32; their names come from
+the ONNX graph (`node_sensitivity`), and the OpenVINO ONNX frontend names a Conv's convolution
+`<onnx name>/WithoutBiases` and its bias add `<onnx name>`, so both are ignored.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rating_edge.errors import CalibrationError
+
+# Names the ONNX frontend gives the operations one ONNX node becomes.
+_SUFFIXES = ("", "/WithoutBiases")
+# Operation types kept FP32: the in-graph Grad-CAM (MatMul/Multiply on the last feature maps) and
+# the heads' sigmoids carry little compute and the heatmap is sensitive to their rounding.
+IGNORED_TYPES = ("MatMul",)
+
+
+def nncf_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ov_names(model, onnx_names) -> list[str]:
+    have = {op.get_friendly_name() for op in model.get_ops()}
+    return sorted({n + s for n in onnx_names for s in _SUFFIXES if n + s in have})
+
+
+def quantize_nncf(src, dst, feeds: dict, exclude=(), batch: int = 1, subset: int | None = None,
+                  fast_bias_correction: bool = True) -> Path:
+    """Quantize ONNX graph `src` with NNCF on its calibration `feeds` ({"gs": (N,S,S,3) uint8, ...});
+    write IR `dst` (.xml, its .bin beside it). `exclude`: ONNX node names kept FP32."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        raise CalibrationError("OpenVINO INT8 needs openvino and nncf: pip install 'rating-edge[openvino]'") from None
+    core = ov.Core()
+    model = core.read_model(str(src))
+    names = [p.get_any_name() for p in model.inputs]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise CalibrationError(f"{src}: no calibration data for input(s) {', '.join(missing)}")
+    n = len(feeds[names[0]])
+    items = [{k: np.ascontiguousarray(feeds[k][i:i + batch]) for k in names} for i in range(0, n, batch)]
+    ignored = nncf.IgnoredScope(names=ov_names(model, exclude), types=list(IGNORED_TYPES), validate=False)
+    import logging
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                      subset_size=subset or len(items), ignored_scope=ignored,
+                      fast_bias_correction=fast_bias_correction)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(q, str(dst), compress_to_fp16=False)
+    return dst
