@@ -50,7 +50,9 @@ def package_candidates(pkg, feed, name: str | None = None, backends=("ort",)) ->
     out = []
     for backend in backends:
         if backend == "ort":
-            onnx_variants = [v for v in sorted(variants) if all(r["file"].endswith(".onnx") for r in variants[v])]
+            # the default row runs what `None` picks (an INT8 package's U8S8 graph): no second row for it
+            onnx_variants = [v for v in sorted(variants) if all(r["file"].endswith(".onnx") for r in variants[v])
+                             and v != choose_variant(package, "ort")]
             for variant in [None] + onnx_variants:
                 def setup(v=variant):
                     runner = make_runner(package, "ort", variant=v).activate()
