@@ -106,3 +106,13 @@ def test_missing_openvino_is_engine_unavailable(tmp_path, monkeypatch):
 def test_int8_without_variant_is_refused(tmp_path):
     with pytest.raises(RatingEdgeError, match="rating-edge quantize"):
         OpenVinoRunner(_pkg(tmp_path, int8=False), "int8")
+
+
+def test_openvino_path_does_not_import_torch():
+    """The runtime never imports torch; neither does the OpenVINO runner nor OpenVINO itself."""
+    import subprocess
+
+    code = ("import sys\nimport rating_edge.infer.openvino\ntry:\n    import openvino\nexcept ImportError:\n    pass\n"
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\nassert not bad, bad[:5]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

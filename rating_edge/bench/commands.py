@@ -70,7 +70,7 @@ def package_candidates(pkg, feed, name: str | None = None, backends=("ort",)) ->
                     return (lambda: runner.infer(feed)), runner.deactivate
 
                 tag = f"openvino {prec}" + (f" {variant}" if variant and variant != "int8-ov" else "")
-                out.append(Candidate(f"{base}[{tag}]", setup, "openvino", prec))
+                out.append(Candidate(f"{base} ({tag})", setup, "openvino", prec))  # no [..]: rich markup
         else:
             raise RatingEdgeError(f"bench --backend {backend!r}: use ort or openvino (TensorRT rows come from "
                                   "`python -m rating_edge.bench.tegrastats measure` on the Jetson)")
