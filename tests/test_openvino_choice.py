@@ -116,3 +116,15 @@ def test_openvino_path_does_not_import_torch():
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\nassert not bad, bad[:5]\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_openvino_int8_may_be_the_qdq_graph(tmp_path):
+    """When OpenVINO ran the Q/DQ ONNX faster, that route is the OpenVINO INT8 form, gated on its own report."""
+    pkg = _pkg(tmp_path)
+    q = pkg.meta["quantization"]
+    q["openvino"] = {"int8_variant": "int8-qdq", "int8_report": "openvino-int8-qdq"}
+    q["reports"]["openvino-int8-qdq"] = _report(0.985)
+    assert gated_forms(pkg)["openvino-int8"]["variant"] == "int8-qdq"
+    assert openvino_form(pkg, "int8") == ("int8", "int8-qdq")
+    q["reports"]["openvino-int8-qdq"] = _report(0.9)  # its own report below the gate: not a candidate
+    assert "openvino-int8" not in gated_forms(pkg)

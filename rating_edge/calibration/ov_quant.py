@@ -1,11 +1,12 @@
 """The OpenVINO INT8 form of a graph: NNCF post-training quantization of the OpenVINO model, saved
 as OpenVINO IR (`.xml` + `.bin`) in the package variant `int8-ov`.
 
-Why NNCF rather than OpenVINO reading the Q/DQ ONNX (`int8-qdq`): measured on the paper-preset
-shared stack (docs/openvino.md), NNCF's placement (quantized residual adds and pools, per-channel
-weights, activations in U8 where they follow a ReLU) is what OpenVINO's CPU plugin fuses into
-VNNI/AMX kernels; the TensorRT-style S8 Q/DQ graph leaves FP32 islands around every residual add.
-Both are measured by `rating-edge bench --backend openvino` on a quantized package.
+Both INT8 routes are made and gated: this IR, and OpenVINO reading the TensorRT-style Q/DQ ONNX
+(`int8-qdq`). Which is faster depends on the graph (measured, docs/openvino.md): NNCF's IR ran the
+paper-size distilled student 1.8x faster than the Q/DQ ONNX, but on the fused stack, whose backbones
+are grouped convolutions, NNCF's IR carries per-convolution ShapeOf/Split/Broadcast weight subgraphs
+and ran 2-4x slower than the Q/DQ ONNX. `quantize` therefore times both at batch 1 and records the
+faster gated one as the package's OpenVINO INT8 form.
 
 The fallback keeps the layers the quantizer ranks as most sensitive in FP32; their names come from
 the ONNX graph (`node_sensitivity`), and the OpenVINO ONNX frontend names a Conv's convolution

@@ -236,8 +236,9 @@ def gated_forms(package: Package) -> dict[str, dict]:
         out["ort-int8"] = {"variant": "int8-u8s8", "report": reports["int8-u8s8"]}
     ovq = q.get("openvino") or {}
     v = ovq.get("int8_variant")
-    if v and v in variants and v in reports and reports[v]["combined_agreement"] >= gate:
-        out["openvino-int8"] = {"variant": v, "report": reports[v]}
+    rep = reports.get(ovq.get("int8_report", v))  # OpenVINO reading the Q/DQ ONNX has a report of its own
+    if v and v in variants and rep and rep["combined_agreement"] >= gate:
+        out["openvino-int8"] = {"variant": v, "report": rep}
     if "openvino-bf16" in reports and reports["openvino-bf16"]["combined_agreement"] >= gate:
         out["openvino-bf16"] = {"variant": None, "report": reports["openvino-bf16"]}
     return out
