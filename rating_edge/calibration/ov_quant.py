@@ -62,7 +62,13 @@ def quantize_nncf(src, dst, feeds: dict, exclude=(), batch: int = 1, subset: int
         raise CalibrationError(f"{src}: no calibration data for input(s) {', '.join(missing)}")
     n = len(feeds[names[0]])
     items = [{k: np.ascontiguousarray(feeds[k][i:i + batch]) for k in names} for i in range(0, n, batch)]
-    ignored = nncf.IgnoredScope(names=ov_names(model, exclude), types=list(IGNORED_TYPES), validate=False)
+    from rating_edge.calibration.qonnx import non_residual_adds
+
+    # the heads' bias adds and the heatmap's `max + eps` stay FP32 as in the U8S8 form: quantized, the eps
+    # vanishes and an all-zero Grad-CAM becomes 0/0 = NaN (the gate's non-finite check caught it)
+    unsafe = non_residual_adds(str(src))
+    types = list(IGNORED_TYPES) + (["Add"] if unsafe is None else [])
+    ignored = nncf.IgnoredScope(names=ov_names(model, list(exclude) + list(unsafe or [])), types=types, validate=False)
     import logging
 
     logging.getLogger("nncf").setLevel(logging.ERROR)

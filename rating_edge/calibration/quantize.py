@@ -181,7 +181,9 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
             rounds.append({"fp32_layers": len(extra), "combined_agreement": {v: r["combined_agreement"]
                                                                             for v, r in reports.items()}})
             log(f"  {len(extra)} extra layer(s) kept FP32: combined agreement "
-                + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items()))
+                + ", ".join(f"{v} {r['combined_agreement']:.3f}" for v, r in reports.items())
+                + "".join(f"; {v}: NaN/Inf on {r['nonfinite_pairs']} pairs" for v, r in reports.items()
+                          if r["nonfinite_pairs"]))
             if worst >= gate and members_ok and finite_ok:
                 break
         else:
