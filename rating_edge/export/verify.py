@@ -193,5 +193,7 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
     rep["package"] = {"path": str(package.path), "model_hash": package.model_hash, "strategy": package.strategy,
                       "precision": package.meta.get("precision"), "variant": variant or "default", "backend": backend}
     rep["engine"] = engine
+    if engine.get("variant"):  # what the backend resolved `None` to (OpenVINO: its gated INT8 graph)
+        rep["package"]["variant"] = engine["variant"]
     rep["reference"] = str(reference_ckpt)
     return rep
