@@ -69,7 +69,7 @@ def package_candidates(pkg, feed, name: str | None = None, backends=("ort",)) ->
                     runner = make_runner(package, f"openvino:{p}", variant=v).activate()
                     return (lambda: runner.infer(feed)), runner.deactivate
 
-                tag = f"openvino {prec}" + (f" {variant}" if variant and variant != "int8-ov" else "")
+                tag = f"openvino {prec}" + (f" {variant}" if variant else "")
                 out.append(Candidate(f"{base} ({tag})", setup, "openvino", prec))  # no [..]: rich markup
         else:
             raise RatingEdgeError(f"bench --backend {backend!r}: use ort or openvino (TensorRT rows come from "
