@@ -3,9 +3,9 @@ as OpenVINO IR (`.xml` + `.bin`) in the package variant `int8-ov`.
 
 Both INT8 routes are made and gated: this IR, and OpenVINO reading the TensorRT-style Q/DQ ONNX
 (`int8-qdq`). Which is faster depends on the graph (measured, docs/openvino.md): NNCF's IR ran the
-paper-size distilled student 1.8x faster than the Q/DQ ONNX, but on the fused stack, whose backbones
+paper-size distilled student 1.1-1.8x faster than the Q/DQ ONNX, but on the fused stack, whose backbones
 are grouped convolutions, NNCF's IR carries per-convolution ShapeOf/Split/Broadcast weight subgraphs
-and ran 2-4x slower than the Q/DQ ONNX. `quantize` therefore times both at batch 1 and records the
+and ran 2-7x slower than the Q/DQ ONNX. `quantize` therefore times both at batch 1 and records the
 faster gated one as the package's OpenVINO INT8 form.
 
 The fallback keeps the layers the quantizer ranks as most sensitive in FP32; their names come from
