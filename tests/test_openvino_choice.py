@@ -128,3 +128,15 @@ def test_openvino_int8_may_be_the_qdq_graph(tmp_path):
     assert openvino_form(pkg, "int8") == ("int8", "int8-qdq")
     q["reports"]["openvino-int8-qdq"] = _report(0.9)  # its own report below the gate: not a candidate
     assert "openvino-int8" not in gated_forms(pkg)
+
+
+def test_verify_gates_follow_the_precision(tmp_path):
+    from rating_edge.export.verify import default_gates
+
+    pkg = _pkg(tmp_path)
+    exact, _ = default_gates(pkg, None, "openvino:fp32")
+    assert exact.max_prob_diff == 1e-4 and exact.min_grade_agreement == 1.0
+    for backend in ("openvino:bf16", "openvino:int8"):
+        g, why = default_gates(pkg, None, backend)
+        assert g.min_grade_agreement == 0.98 and g.max_prob_diff == 1.0, backend
+        assert "OpenVINO" in why

@@ -36,6 +36,11 @@ def default_gates(package, variant: str | None = None, backend: str = "ort") -> 
     quantization gate promised (probabilities and heatmaps are reported, not gated, as in `rating-edge
     quantize`); a distilled student must keep DISTILL_GRADE_AGREEMENT."""
     precision = None
+    if backend == "auto":  # gate what `auto` will run here
+        from rating_edge.infer.openvino import choose_cpu_form
+
+        form = choose_cpu_form(package)
+        backend, variant = form["backend"], variant or form["variant"]
     if backend.split(":")[0] == "openvino":
         from rating_edge.infer.openvino import openvino_form, parse_backend
 
