@@ -53,18 +53,21 @@ def _copy_package(pkg: Package, dst: Path) -> None:
         shutil.copy2(pkg.file(rel), dst / rel)
 
 
-def _infer(package: Package, variant, cs: CalibSet, batch: int = 16, backend: str = "ort") -> dict:
-    import numpy as np
-
+def _infer(package: Package, variant, cs: CalibSet, batch: int = 16) -> dict:
     from rating_edge.runtime.engines import OrtRunner
 
-    if backend.startswith("openvino"):
-        from rating_edge.infer.openvino import OpenVinoRunner
+    return _run_all(OrtRunner(package, variant=variant), cs, batch)
 
-        prec = backend.partition(":")[2] or "fp32"
-        runner = OpenVinoRunner(package, precision=prec, variant=variant)
-    else:
-        runner = OrtRunner(package, variant=variant)
+
+def _infer_ov(package: Package, variant, cs: CalibSet, precision: str, batch: int = 16) -> dict:
+    from rating_edge.infer.openvino import OpenVinoRunner
+
+    return _run_all(OpenVinoRunner(package, precision=precision, variant=variant), cs, batch)
+
+
+def _run_all(runner, cs: CalibSet, batch: int) -> dict:
+    import numpy as np
+
     outs = []
     with runner as r:
         for s in range(0, len(cs), batch):
@@ -172,8 +175,8 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
                     recs.append({**g["rec"], "file": rel})
                 variants[vname] = recs
                 cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
-                be = "openvino:int8" if form == "ov" else "ort"
-                reports[vname] = agreement_report(ref, _infer(cand, vname, held, backend=be), pkg.spec)
+                out = _infer_ov(cand, vname, held, "int8") if form == "ov" else _infer(cand, vname, held)
+                reports[vname] = agreement_report(ref, out, pkg.spec)
             worst = min(r["combined_agreement"] for r in reports.values())
             members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
                                                     for r in reports.values())
@@ -254,12 +257,12 @@ def _openvino_extras(pkg, stage: Path, variants: dict, held: CalibSet, ref: dict
     rec = {"int8_variant": OV_FORM, "nncf_version": nncf.__version__, "openvino_version": ov.__version__.split("-")[0],
            "made_on": machine_key()}
     try:
-        reports["openvino-bf16"] = agreement_report(ref, _infer(cand, None, held, backend="openvino:bf16"), pkg.spec)
+        reports["openvino-bf16"] = agreement_report(ref, _infer_ov(cand, None, held, "bf16"), pkg.spec)
         rec["bf16_passed"] = reports["openvino-bf16"]["combined_agreement"] >= gate
     except RatingEdgeError as e:  # no BF16 on this CPU: nothing to gate here
         rec["bf16_passed"] = False
         rec["bf16_skipped"] = str(e)
-    reports["openvino-int8-qdq"] = agreement_report(ref, _infer(cand, "int8-qdq", held, backend="openvino:int8"),
+    reports["openvino-int8-qdq"] = agreement_report(ref, _infer_ov(cand, "int8-qdq", held, "int8"),
                                                     pkg.spec)
     # Which INT8 route OpenVINO runs faster depends on the graph (NNCF's IR won on the distilled student,
     # OpenVINO reading the Q/DQ ONNX on the grouped-conv stack: docs/openvino.md), so both gated routes
