@@ -175,8 +175,8 @@ def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude
                     recs.append({**g["rec"], "file": rel})
                 variants[vname] = recs
                 cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), vname: recs}})
-                out = _infer_ov(cand, vname, held, "int8") if form == "ov" else _infer(cand, vname, held)
-                reports[vname] = agreement_report(ref, out, pkg.spec)
+                got = _infer_ov(cand, vname, held, "int8") if form == "ov" else _infer(cand, vname, held)
+                reports[vname] = agreement_report(ref, got, pkg.spec)
             worst = min(r["combined_agreement"] for r in reports.values())
             members_ok = member_gate is None or all(r["member_agreement_min"] >= member_gate
                                                     for r in reports.values())
