@@ -267,11 +267,14 @@ class Demo:
                 (out / name).unlink()
         shutil.rmtree(out / "snapshots", ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
-        variant = cpu_variant(pkg)
+        form = cpu_form(pkg)
+        self.engine = form
+        print(f"[run] engine: {form['backend']} {form['precision']} ({form['variant']} graphs): {form['why']}",
+              flush=True)
         # --pace: the recording plays at its frame rate and frames are dropped like a live feed, so the
         # latency and accuracy are those a user at the scanner would see.
         self.timed_stage("run", lambda: self.cli(
-            "run", "run", "--package", pkg, *(["--variant", variant] if variant else []), "--source", video,
+            "run", "run", "--package", pkg, "--backend", form["backend"], "--variant", form["variant"], "--source", video,
             "--pace", "--out", out / "overlay.mp4", "--log", out / "session.db", "--report", out / "report.json",
             "--snapshots", out / "snapshots", "--snapshot-every", self.settings.snapshot_every))
         return {"overlay": out / "overlay.mp4", "log": out / "session.db", "report": out / "report.json"}
@@ -304,23 +307,22 @@ class Demo:
         if js.exists():
             js.unlink()
         uniq = list(dict.fromkeys(map(str, pkgs)))
+        from rating_edge.infer.openvino import openvino_available
+
+        backends = ["--backend", "ort"] + (["--backend", "openvino"] if openvino_available() else [])
         self.timed_stage("bench", lambda: self.cli(
             "bench", "bench", *uniq, "--reference", ckpt, "--none", none, "--iters", self.settings.bench_iters,
-            "--json", js, "--plot", self.out / "plots" / "bench.png"))
+            *backends, "--json", js, "--plot", self.out / "plots" / "bench.png"))
         return js
 
 
-def cpu_variant(pkg: Path) -> str | None:
-    """The package's ONNX Runtime CPU form when it carries one (INT8 packages: U8S8, docs/design/precision.md)."""
-    try:
-        meta = json.loads((Path(pkg) / "model.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    variants = meta.get("variants", {})
-    for name in ("int8-u8s8",):
-        if name in variants:
-            return name
-    return None
+def cpu_form(pkg: Path) -> dict:
+    """The fastest gated CPU form of the package on this CPU ({"backend", "precision", "variant", "why"}):
+    OpenVINO INT8/BF16 on VNNI/AMX x86 when installed and gated, ONNX Runtime U8S8 otherwise (issue 15)."""
+    from rating_edge.infer.openvino import choose_cpu_form
+    from rating_edge.package import load_package
+
+    return choose_cpu_form(load_package(pkg))
 
 
 def available_commands() -> set:
@@ -504,12 +506,15 @@ def run_demo(settings: DemoSettings, root: Path = Path("."), skip_bench: bool = 
         raise StageError(f"stage 'run' scored no pairs on {video} ({why}); see {outs['report']}")
     summary = summarize(json.loads(outs["report"].read_text()), read_sidecar(find_sidecar(video)), pairs, bench)
     summary["precision"] = precision
+    summary["engine"] = getattr(d, "engine", None)
     summary["stages"] = [asdict(r) for r in d.results]
     summary["total_s"] = time.perf_counter() - t0
     summary["settings"] = asdict(settings)
     summary["cache_key"] = d.key
     (d.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    text = format_summary(summary, precision)
+    eng = summary["engine"]
+    text = format_summary(summary, precision + (f"; ran {eng['backend']} {eng['precision']} ({eng['variant']}) "
+                                                f"on this {eng['cpu_class']} CPU" if eng else ""))
     stage_line = ", ".join(f"{r.name} {r.seconds:.0f}s{' (cached)' if r.cached else ''}" for r in d.results)
     text += f"\nstages: {stage_line}\ntotal {summary['total_s']:.0f} s; outputs in {d.out}/ " \
             "(overlay.mp4, session.db, report.json, bench.json, evaluate.json, summary.json, plots/, " \

@@ -223,7 +223,8 @@ def model_kind(model) -> str:
 
 
 def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", variant: str | None = None,
-                    progress=None, threads: int | None = None) -> tuple[dict, np.ndarray, list, dict]:
+                    progress=None, threads: int | None = None,
+                    backend_options: dict | None = None) -> tuple[dict, np.ndarray, list, dict]:
     """Run MODEL over DATA in batches -> (probs {"sh_prob","vs_prob"}, labels (N,3), records, info).
 
     Packages run through `rating_edge.infer.make_runner` (no torch); checkpoint folders through the eager
@@ -241,12 +242,18 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
 
         pkg = load_package(model)
         params = pkg.preprocess
-        runner = make_runner(pkg, backend, variant, **({"threads": threads} if threads and backend == "ort" else {})).activate()
+        from rating_edge.infer import split_backend
+
+        kw = dict(backend_options or {})
+        if threads and split_backend(backend)[0] in ("ort", "openvino"):
+            kw["threads"] = threads
+        runner = make_runner(pkg, backend, variant, **kw).activate()
         fixed = pkg.meta.get("batch", "dynamic")
         if fixed != "dynamic":
             batch = int(fixed)
         info = {"kind": kind, "strategy": pkg.strategy, "precision": pkg.meta.get("precision"),
                 "backend": backend, "variant": variant or "default", "model_hash": pkg.model_hash}
+        info["engine"] = runner.describe()  # what ran (OpenVINO: a BF16/INT8 form is not the package's precision)
 
         def infer(gs, dop):
             return runner.infer({"gs": gs, "doppler": dop})
@@ -291,10 +298,11 @@ def predict_dataset(model, data_dir, batch: int = 32, backend: str = "ort", vari
 
 def evaluate_model(model, data_dir, bootstrap: int = 1000, seed: int = 0, batch: int = 32, backend: str = "ort",
                    variant: str | None = None, progress=None, threads: int | None = None,
-                   predictions: dict | None = None) -> dict:
+                   predictions: dict | None = None, backend_options: dict | None = None) -> dict:
     """Metrics of MODEL on DATA; a dict given as `predictions` receives the raw "probs" and "labels" (for
     pictures drawn from the same predictions as the numbers)."""
-    probs, labels, _, info = predict_dataset(model, data_dir, batch, backend, variant, progress, threads)
+    probs, labels, _, info = predict_dataset(model, data_dir, batch, backend, variant, progress, threads,
+                                             backend_options)
     if predictions is not None:
         predictions.update(probs=probs, labels=labels)
     result = evaluate_predictions(probs, labels, bootstrap, seed, thresholds=model_thresholds(model))

@@ -119,10 +119,9 @@ def official_outputs(nets, th, cases, size):
 
 
 def _run_compat(tmp_path, size: int, n_pairs: int):
-    from rating_edge.infer import make_runner
-
     from rating_edge.cli import main
     from rating_edge.export.exporter import export_package
+    from rating_edge.infer import make_runner
     from rating_edge.package import load_package
     from rating_edge.preprocess import prepare_doppler, prepare_gs
     from rating_edge.runtime.pairing import Pair

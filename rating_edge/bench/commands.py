@@ -26,28 +26,59 @@ def naive_candidate(reference, feed, threads: int):
         ref = load_ensemble(reference)
         return (lambda: ref.predict_probs(feed["gs"], feed["doppler"])), (lambda: ref.models.clear())
 
-    return Candidate("naive", setup)
+    return Candidate("naive", setup, backend="torch", precision="fp32")
 
 
-def package_candidates(pkg, feed, name: str | None = None) -> list:
-    """One row per graph set of a package: its default graphs and each of its `variants`."""
+def variant_precision(variant: str | None) -> str:
+    """The arithmetic of a package graph set, from its variant name (default graphs are FP32)."""
+    for p in ("int8", "fp16", "bf16"):
+        if variant and variant.startswith(p):
+            return p
+    return "fp32"
+
+
+def package_candidates(pkg, feed, name: str | None = None, backends=("ort",)) -> list:
+    """One row per graph set of a package and backend: ONNX Runtime runs its default graphs and each
+    of its ONNX `variants`; OpenVINO runs FP32, BF16 (where the CPU has it) and its INT8 variant."""
     from rating_edge.bench.core import Candidate
-    from rating_edge.infer import make_runner
+    from rating_edge.infer import choose_variant, make_runner
     from rating_edge.package import load_package
 
     package = load_package(pkg)
     base = name or f"{package.strategy}:{Path(pkg).name}"
+    variants = package.meta.get("variants", {})
     out = []
-    for variant in [None] + sorted(package.meta.get("variants", {})):
-        def setup(v=variant):
-            runner = make_runner(package, variant=v).activate()
-            return (lambda: runner.infer(feed)), runner.deactivate
+    for backend in backends:
+        if backend == "ort":
+            # the default row runs what `None` picks (an INT8 package's U8S8 graph): no second row for it
+            onnx_variants = [v for v in sorted(variants) if all(r["file"].endswith(".onnx") for r in variants[v])
+                             and v != choose_variant(package, "ort")]
+            for variant in [None] + onnx_variants:
+                def setup(v=variant):
+                    runner = make_runner(package, "ort", variant=v).activate()
+                    return (lambda: runner.infer(feed)), runner.deactivate
 
-        out.append(Candidate(base if variant is None else f"{base}[{variant}]", setup))
+                ran = variant if variant is not None else choose_variant(package, "ort")  # what `None` runs
+                out.append(Candidate(base if variant is None else f"{base}[{variant}]", setup, "ort",
+                                     variant_precision(ran)))
+        elif backend == "openvino":
+            from rating_edge.infer.openvino import bench_forms
+
+            for prec, variant in bench_forms(package):
+                def setup(p=prec, v=variant):
+                    runner = make_runner(package, f"openvino:{p}", variant=v).activate()
+                    return (lambda: runner.infer(feed)), runner.deactivate
+
+                tag = f"openvino {prec}" + (f" {variant}" if variant else "")
+                out.append(Candidate(f"{base} ({tag})", setup, "openvino", prec))  # no [..]: rich markup
+        else:
+            raise RatingEdgeError(f"bench --backend {backend!r}: use ort or openvino (TensorRT rows come from "
+                                  "`python -m rating_edge.bench.tegrastats measure` on the Jetson)")
     return out
 
 
-def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir: Path, log) -> list:
+def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir: Path, log,
+                     backends=("ort",)) -> list:
     """naive, none, then each package. A future `--runtime` option appends its Candidate here."""
     from rating_edge.package import load_package
 
@@ -61,7 +92,7 @@ def build_candidates(packages, reference, none_pkg, feed, threads: int, workdir:
         raise RatingEdgeError(f"--none {none_pkg}: that package's strategy is {load_package(none_pkg).strategy!r}, not 'none'")
     cands += package_candidates(none_pkg, feed, name="none")
     for p in packages:
-        cands += package_candidates(p, feed)
+        cands += package_candidates(p, feed, backends=backends)
     return cands
 
 
@@ -83,7 +114,11 @@ def register(app: typer.Typer) -> None:
         soak: float = typer.Option(None, "--soak", help="Soak test instead: MINUTES of the live phantom at 30 "
                                    "fps through the run pipeline with the package given; RSS, open files, "
                                    "threads and queue sizes at the start (after warm-up) and the end."),
-        backend: str = typer.Option("ort", "--backend", help="Backend for --soak: ort or trt."),
+        backend: list[str] = typer.Option(["ort"], "--backend", help="Backends for the package rows (repeatable): "
+                                          "ort, openvino (FP32, BF16 where the CPU has it, INT8 variants); "
+                                          "for --soak one of ort, trt, openvino[:PREC], auto."),
+        no_naive: bool = typer.Option(False, "--no-naive", help="Skip the naive PyTorch and `none` rows (paper-size "
+                                      "packages: saves loading two ~4 GB models; ratios are then between packages)."),
         plot: Path = typer.Option(None, "--plot", help="Also draw the rows' latency distributions and pairs/s "
                                   "(FILE.png and FILE.svg; needs the plots extra)."),
         triton: str = typer.Option(None, "--triton", help="Load test instead: the Triton server at this URL "
@@ -102,7 +137,9 @@ def register(app: typer.Typer) -> None:
         if soak is not None:
             if len(packages or []) != 1:
                 raise RatingEdgeError("--soak runs one package: rating-edge bench PKG --soak MINUTES")
-            _soak(packages[0], soak, backend, runtime_size, json_out)
+            if len(backend) != 1:
+                raise RatingEdgeError("--soak runs one backend: give --backend once")
+            _soak(packages[0], soak, backend[0], runtime_size, json_out)
             return
         if runtime is not None:  # checked before the slow imports below
             _runtime_size(runtime_size)
@@ -139,7 +176,11 @@ def register(app: typer.Typer) -> None:
             os.environ["RATING_EDGE_THREADS"] = str(threads)  # read by every OrtRunner made below
         threads = inference_threads()
         with tempfile.TemporaryDirectory(prefix="rating-edge-bench-") as d:
-            cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print)
+            if no_naive:
+                cands = [c for p in packages or [] for c in package_candidates(p, feed, backends=backend)]
+            else:
+                cands = build_candidates(packages or [], reference, none_pkg, feed, threads, Path(d), console.print,
+                                         backends=backend)
             report = run_bench(cands, iters, warmup, log=console.print, threads=threads)
         console.print(render_table(report))
         if runtime is not None:
@@ -192,8 +233,10 @@ def _soak(package, minutes: float, backend: str, size: str, json_out) -> None:
 
     if minutes is None or math.isnan(minutes) or not 0 < minutes <= 7 * 24 * 60:
         raise RatingEdgeError(f"--soak {minutes}: give the minutes to run (> 0)")
-    if backend not in ("ort", "trt"):
-        raise RatingEdgeError(f"--backend {backend!r}: choose one of ort, trt")
+    from rating_edge.infer import resolve_backend
+
+    if resolve_backend(backend) in ("triton",):
+        raise RatingEdgeError("--soak runs the package in this process: --backend ort, trt, openvino or auto")
     w, h = _runtime_size(size)
     console.print(f"bench soak: {minutes:g} min of phantom://?fps=30&size={w}x{h} through the run pipeline with {package}")
     res = soak(str(package), minutes, backend=backend, size=f"{w}x{h}",

@@ -23,6 +23,8 @@ class Candidate:
 
     name: str
     setup: Callable[[], tuple]
+    backend: str = "ort"      # torch, ort, trt, openvino: which library ran the row
+    precision: str = "fp32"   # fp32, fp16, bf16, int8: the arithmetic it ran in
 
 
 def time_calls(fn: Callable, iters: int, warmup: int) -> np.ndarray:
@@ -64,7 +66,7 @@ def machine_info(threads: int | None = None) -> dict:
         info["loadavg_1m"] = os.getloadavg()[0]  # > cores means other jobs shared the CPU during the run
     except OSError:
         pass
-    for mod in ("onnxruntime", "torch", "tensorrt"):
+    for mod in ("onnxruntime", "torch", "tensorrt", "openvino"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - absent or broken optional backends are just not reported
@@ -93,6 +95,7 @@ def run_bench(candidates: list, iters: int = 20, warmup: int = 3, log=None, thre
         finally:
             teardown()
         row = summarize(c.name, times)
+        row["backend"], row["precision"] = c.backend, c.precision
         if c.name == "naive" and base_out is None:
             base_out = out
         row["max_prob_diff_vs_naive"] = max_prob_diff(base_out, out) if base_out is not None else None

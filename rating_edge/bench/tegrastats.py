@@ -235,7 +235,12 @@ def measure(package, backend: str = "trt", pairs: int = 1000, warmup: int = 10, 
             runner.infer(feed)
         seconds = time.perf_counter() - p0
         t_end = time.time()
-    return {"package": str(package), "backend": backend, "variant": variant, "pairs": pairs, "seconds": seconds,
+        # the arithmetic that ran: a TensorRT engine's build precision, else the runner's or the graphs'
+        recs = getattr(runner, "records", None) or [{}]
+        precision = (getattr(runner, "info", {}).get("precision") or recs[0].get("precision")
+                     or ("int8" if str(getattr(runner, "variant", "") or "").startswith("int8") else "fp32"))
+    return {"package": str(package), "backend": backend, "precision": precision, "variant": variant, "pairs": pairs,
+            "seconds": seconds,
             "pairs_per_s": pairs / seconds if seconds > 0 else None, "t_start": t_start, "t_end": t_end}
 
 
@@ -252,7 +257,7 @@ def main(argv=None) -> int:
     sm.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the summary as JSON")
     ms = sub.add_parser("measure", help="score N pairs on a package back to back (the window to sample power in)")
     ms.add_argument("package", type=Path)
-    ms.add_argument("--backend", default="trt", choices=["trt", "ort"])
+    ms.add_argument("--backend", default="trt", choices=["trt", "ort", "openvino", "openvino:fp32", "openvino:bf16", "openvino:int8", "auto"])
     ms.add_argument("--variant", default=None)
     ms.add_argument("--pairs", type=int, default=1000)
     ms.add_argument("--warmup", type=int, default=10)

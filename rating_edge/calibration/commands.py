@@ -95,8 +95,11 @@ def quantize_cmd(
                                           "when the gate refuses."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Draw FP32-vs-INT8 per-network scatters and grade "
                                          "disagreement matrices here, also when the gate refuses (plots extra)."),
+    openvino: Optional[bool] = typer.Option(None, "--openvino/--no-openvino", help="Also make the OpenVINO INT8 "
+                                            "variant (NNCF) and gate OpenVINO BF16 (default: when openvino and nncf "
+                                            "are installed)."),
 ):
-    """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8) from one calibration, gated against FP32."""
+    """INT8 package (TensorRT Q/DQ + ONNX Runtime U8S8 [+ OpenVINO]) from one calibration, gated against FP32."""
     from rating_edge.calibration.quantize import (
         GateRefused,
         print_report,
@@ -120,7 +123,8 @@ def quantize_cmd(
     try:
         rec = quantize_package(pkg, calib, out, method=method, exclude=exclude or [], gate=gate,
                                fallback=fallback, holdout=holdout, engine=engine,
-                               verify_set=verify, member_gate=member_gate, log=log, plots=plots)
+                               verify_set=verify, member_gate=member_gate, openvino=openvino, log=log,
+                               plots=plots)
     except GateRefused as e:
         if report is not None:
             write_report(report, report_json(e.report), "--report")
@@ -129,7 +133,7 @@ def quantize_cmd(
     if report is not None:
         write_report(report, report_json(rec), "--report")
     console.print(f"[green]wrote[/] {out} (precision int8; variants int8-qdq for TensorRT, int8-u8s8 for "
-                  "ONNX Runtime)")
+                  "ONNX Runtime" + (", int8-ov for OpenVINO" if rec.get("openvino") else "") + ")")
     console.print(f"next: rating-edge bench {out}   or on the target: rating-edge build {out} --precision int8")
 
 

@@ -36,6 +36,10 @@ def print_report(rep: dict) -> None:
             t.add_row(f"{g} agreement / kappa", f"{rep['grades'][g]['agreement']:.4f} / {rep['grades'][g]['kappa_linear']:.4f}")
         t.add_row("min per-network binary agreement", f"{rep['min_network_agreement']:.4f}")
     t.add_row("pairs", str(rep["pairs"]))
+    eng = rep.get("engine") or {}
+    if eng.get("backend") == "openvino":
+        t.add_row("engine", f"OpenVINO {eng.get('openvino_version')} {eng.get('precision')} "
+                            f"(hint {eng.get('inference_precision_hint')}, {eng.get('cpu_class')} CPU)")
     console.print(t)
 
 
@@ -69,6 +73,11 @@ def register(app: typer.Typer) -> None:
         phantom: int = typer.Option(None, "--phantom", help="Use N phantom pairs (default when --data is absent: 16)."),
         limit: int = typer.Option(None, help="Use at most this many pairs of --data."),
         variant: str = typer.Option(None, help="Package variant to run (e.g. int8-u8s8)."),
+        backend: str = typer.Option("ort", "--backend", help="ort, openvino (fastest gated form here), "
+                                    "openvino:fp32|bf16|int8 (BF16/INT8 get the quantization gate), trt, or "
+                                    "triton (a server serving this package: --url)."),
+        url: str = typer.Option(None, "--url", help="--backend triton: grpc://HOST:8001 or http://HOST:8000."),
+        infer_timeout: float = typer.Option(30.0, "--infer-timeout", help="--backend triton: seconds per batch."),
         json_out: Path = typer.Option(None, "--json", help="Write the full report here."),
         max_prob_diff: float = typer.Option(None, help="Gate: max |P_package - P_reference| (default 1e-4 for "
                                             "exact exports, not gated for INT8 variants and distilled students)."),
@@ -85,6 +94,7 @@ def register(app: typer.Typer) -> None:
         """Run a package and the eager reference on the same pairs; exit 1 when a gate fails."""
         from rating_edge.export.inputs import dataset_pairs, phantom_pairs
         from rating_edge.export.verify import Gates, default_gates, verify_package
+        from rating_edge.infer import backend_options
         from rating_edge.package import load_package
         from rating_edge.publish import write_report
 
@@ -101,7 +111,7 @@ def register(app: typer.Typer) -> None:
             raise RatingEdgeError(f"--json {json_out} is a folder; give a file name")
         package = load_package(pkg)
         params = package.preprocess
-        base, why = default_gates(package, variant)
+        base, why = default_gates(package, variant, backend)
         given = {"max_prob_diff": max_prob_diff, "min_grade_agreement": min_grade_agreement,
                  "min_network_agreement": min_network_agreement, "min_heat_corr": min_heat_corr}
         gates = Gates(**{k: (v if v is not None else getattr(base, k)) for k, v in given.items()})
@@ -115,7 +125,8 @@ def register(app: typer.Typer) -> None:
 
             pyplot()  # a missing matplotlib stops here, before the model runs
         outputs = {} if plots is not None else None
-        rep = verify_package(package, reference, gs, dop, gates, variant, outputs=outputs)  # loaded, hash-checked once
+        rep = verify_package(package, reference, gs, dop, gates, variant, outputs=outputs, backend=backend,
+                             **backend_options(backend, url, infer_timeout))  # loaded, hash-checked once
         print_report(rep)
         if json_out:
             write_report(json_out, json.dumps(rep, indent=2, default=str))

@@ -27,17 +27,29 @@ from rating_edge.scoring import Thresholds
 DISTILL_GRADE_AGREEMENT = 0.97
 
 
-def default_gates(package, variant: str | None = None) -> tuple[Gates, str]:
+def default_gates(package, variant: str | None = None, backend: str = "ort") -> tuple[Gates, str]:
     """The gates a package should meet by default, and why: FP32 exports are exact up to float rounding;
-    an INT8 variant must keep the grade agreement its quantization gate promised (probabilities and
-    heatmaps are reported, not gated, as in `rating-edge quantize`); a distilled student must keep
-    DISTILL_GRADE_AGREEMENT."""
-    if variant and variant.startswith("int8"):
+    an INT8 variant (or OpenVINO BF16, also a precision change) must keep the grade agreement its
+    quantization gate promised (probabilities and heatmaps are reported, not gated, as in `rating-edge
+    quantize`); a distilled student must keep DISTILL_GRADE_AGREEMENT."""
+    precision = None
+    if backend == "auto":  # gate what `auto` will run here
+        from rating_edge.infer.openvino import choose_cpu_form
+
+        form = choose_cpu_form(package)
+        backend, variant = form["backend"], variant or form["variant"]
+    if backend.split(":")[0] == "openvino":
+        from rating_edge.infer.openvino import openvino_form, parse_backend
+
+        precision, ov_variant = openvino_form(package, parse_backend(backend)[1], variant)
+        variant = ov_variant if precision == "int8" else variant
+    if (variant and variant.startswith("int8")) or precision in ("bf16", "int8"):
         q = package.meta.get("quantization") or {}
         g = float(q.get("gate") or 0.98)
+        what = f"OpenVINO {precision}" if precision in ("bf16", "int8") else "INT8"
         return (Gates(max_prob_diff=1.0, min_grade_agreement=g,
                       min_network_agreement=float(q.get("member_gate") or 0.0), min_heat_corr=-1.0),
-                f"INT8 variant {variant}: grade agreement >= its quantization gate {g:g}")
+                f"{what}{' variant ' + variant if variant else ''}: grade agreement >= the quantization gate {g:g}")
     if package.strategy == "distill":
         return (Gates(max_prob_diff=1.0, min_grade_agreement=DISTILL_GRADE_AGREEMENT, min_network_agreement=0.0,
                       min_heat_corr=-1.0),
@@ -45,14 +57,19 @@ def default_gates(package, variant: str | None = None) -> tuple[Gates, str]:
     return Gates(), "exact export: probabilities within 1e-4, identical grades and decisions, Grad-CAM corr >= 0.99"
 
 
-def run_package(pkg, gs: np.ndarray, doppler: np.ndarray, variant: str | None = None, batch: int = 8) -> dict:
-    """All outputs of a package over a set of pairs (batched as the package allows)."""
+def run_package(pkg, gs: np.ndarray, doppler: np.ndarray, variant: str | None = None, batch: int = 8,
+                backend: str = "ort", engine: dict | None = None, **backend_options) -> dict:
+    """All outputs of a package over a set of pairs (batched as the package allows). `engine`, when given,
+    receives what the runner reports it ran (backend, precision; OpenVINO: precision hint, CPU, threads).
+    `backend_options` go to the runner (triton: url, infer_timeout)."""
     from rating_edge.infer import make_runner
 
-    with make_runner(pkg, variant=variant) as run:
+    with make_runner(pkg, backend, variant=variant, **backend_options) as run:
         if run.package.meta.get("batch", "dynamic") != "dynamic":
             batch = int(run.package.meta["batch"])
         parts = [run.infer({"gs": gs[i:i + batch], "doppler": doppler[i:i + batch]}) for i in range(0, len(gs), batch)]
+        if engine is not None:
+            engine.update(run.describe())
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -70,7 +87,8 @@ def reference_outputs(reference_ckpt, gs: np.ndarray, doppler: np.ndarray, batch
 
 
 def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gates: Gates | None = None,
-                   variant: str | None = None, reference: dict | None = None, outputs: dict | None = None) -> dict:
+                   variant: str | None = None, reference: dict | None = None, outputs: dict | None = None,
+                   backend: str = "ort", **backend_options) -> dict:
     """Run `pkg` and the reference checkpoint on the same pairs; report with `passed` and `failures`.
 
     `pkg` is a package folder or an already loaded (hash-checked) Package. `reference` may be given
@@ -81,7 +99,8 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
 
     gates = gates or Gates()
     package = pkg if isinstance(pkg, Package) else load_package(pkg)
-    test = run_package(package, gs, doppler, variant)
+    engine: dict = {}
+    test = run_package(package, gs, doppler, variant, backend=backend, engine=engine, **backend_options)
     ref = reference if reference is not None else reference_outputs(reference_ckpt, gs, doppler)
     if outputs is not None:
         outputs.update(reference=ref, test=test)
@@ -90,6 +109,9 @@ def verify_package(pkg, reference_ckpt, gs: np.ndarray, doppler: np.ndarray, gat
     rep["passed"] = not rep["failures"]
     rep["gates"] = asdict(gates)
     rep["package"] = {"path": str(package.path), "model_hash": package.model_hash, "strategy": package.strategy,
-                      "precision": package.meta.get("precision"), "variant": variant or "default"}
+                      "precision": package.meta.get("precision"), "variant": variant or "default", "backend": backend}
+    rep["engine"] = engine
+    if engine.get("variant"):  # what the backend resolved `None` to (OpenVINO: its gated INT8 graph)
+        rep["package"]["variant"] = engine["variant"]
     rep["reference"] = str(reference_ckpt)
     return rep

@@ -16,30 +16,61 @@ from rating_edge.infer.loaders import choose_variant
 # backend name -> (module, class); aliases map the names users type to these.
 BACKENDS = {
     "ort": ("rating_edge.infer.ort", "OrtRunner"),
+    "openvino": ("rating_edge.infer.openvino", "OpenVinoRunner"),
     "trt": ("rating_edge.infer.trt", "TrtRunner"),
     "triton": ("rating_edge.infer.triton", "TritonRunner"),
 }
 ALIASES = {"onnxruntime": "ort", "tensorrt": "trt"}
+AUTO = "auto"  # the fastest gated CPU form on this machine (ONNX Runtime or OpenVINO)
 
 
 def backend_names() -> list[str]:
-    return list(BACKENDS)
+    return [*BACKENDS, "openvino:fp32|bf16|int8", AUTO]
+
+
+def split_backend(backend: str) -> tuple[str, str | None]:
+    """("openvino", "bf16") from "openvino:bf16"; the option after ':' is a precision (OpenVINO only)."""
+    name, _, opt = str(backend).strip().lower().partition(":")
+    return ALIASES.get(name, name), (opt or None)
 
 
 def resolve_backend(backend: str) -> str:
-    name = ALIASES.get(str(backend).lower(), str(backend).lower())
+    """The canonical backend string, or a one-line error naming the choices."""
+    name, opt = split_backend(backend)
+    if name == AUTO and opt is None:
+        return AUTO
     if name not in BACKENDS:
-        raise RatingEdgeError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        raise RatingEdgeError(f"unknown backend {backend!r}; choose one of: {', '.join(backend_names())}")
+    if opt is not None:
+        if name != "openvino":
+            raise RatingEdgeError(f"backend {backend!r}: only openvino takes a precision (openvino:fp32|bf16|int8)")
+        from rating_edge.infer.openvino import PRECISIONS
+
+        if opt not in PRECISIONS:
+            raise RatingEdgeError(f"backend {backend!r}: OpenVINO precisions are {', '.join(PRECISIONS)}")
+        return f"{name}:{opt}"
     return name
 
 
 def runner_class(backend: str):
-    module, cls = BACKENDS[resolve_backend(backend)]
+    module, cls = BACKENDS[split_backend(resolve_backend(backend))[0]]
     return getattr(importlib.import_module(module), cls)
 
 
+def backend_options(backend: str, url: str | None = None, infer_timeout: float | None = None) -> dict:
+    """The options a command's `--url`/`--infer-timeout` give the backend that takes them (Triton)."""
+    if split_backend(backend)[0] != "triton":
+        return {}
+    from rating_edge.infer.triton import parse_url
+
+    parse_url(url)  # a missing or malformed --url is a one-line error before any work
+    return {"url": url, **({"infer_timeout": infer_timeout} if infer_timeout is not None else {})}
+
+
 def make_runner(package, backend: str = "ort", variant: str | None = None, **kw) -> Runner:
-    """A runner for `package` (path or Package) on `backend`.
+    """A runner for `package` (path or Package) on `backend`: "ort", "trt", "triton" (kw: url),
+    "openvino[:fp32|bf16|int8]" (no precision: the fastest gated OpenVINO form here) or "auto" (the
+    fastest gated CPU form here, ONNX Runtime or OpenVINO: rating_edge.infer.openvino.choose_cpu_form).
 
     `variant` None picks the form that fits the backend (`choose_variant`); "default" forces the
     package's main (FP32) graphs."""
@@ -47,11 +78,23 @@ def make_runner(package, backend: str = "ort", variant: str | None = None, **kw)
 
     if not isinstance(package, Package):
         package = load_package(package)
-    name = resolve_backend(backend)
+    backend = resolve_backend(backend)
+    if backend == AUTO:
+        from rating_edge.infer.openvino import choose_cpu_form
+
+        form = choose_cpu_form(package)
+        backend = resolve_backend(form["backend"])
+        variant = variant or form["variant"]
+    name, opt = split_backend(backend)
+    if name == "openvino":
+        from rating_edge.infer.openvino import OpenVinoRunner, openvino_form
+
+        prec, variant = openvino_form(package, opt, variant)
+        return OpenVinoRunner(package, precision=prec, variant=variant, **kw)
     if name == "ort" and variant is None:
         variant = choose_variant(package, name)
     return runner_class(name)(package, variant=variant, **kw)
 
 
 __all__ = ["Runner", "GraphRunner", "assemble", "check_outputs", "make_runner", "choose_variant", "BACKENDS",
-           "backend_names", "resolve_backend", "runner_class", "EngineMismatch", "EngineUnavailable"]
+           "backend_names", "backend_options", "resolve_backend", "split_backend", "runner_class", "EngineMismatch", "EngineUnavailable"]

@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option(..., "--source", help="Video file, image folder, DICOM, /dev/videoN or index, "
                                    "udp/rtsp/http URL, GStreamer pipeline, or phantom://?seed=1&fps=30&..."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Scanner profile (JSON/YAML)."),
-        backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime), trt (TensorRT) or triton "
-                                    "(an inference server: --url)."),
+        backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime), trt (TensorRT), openvino"
+                                    "[:fp32|bf16|int8], auto (the fastest gated CPU form here) or triton (an "
+                                    "inference server: --url)."),
         url: Optional[str] = typer.Option(None, "--url", help="--backend triton: grpc://HOST:8001 or http://HOST:8000."),
         infer_timeout: float = typer.Option(5.0, "--infer-timeout", help="--backend triton: seconds a pair may take "
                                             "before the server counts as unavailable for it."),

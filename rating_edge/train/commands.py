@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs (0: none)."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
         batch: int = typer.Option(32, help="Inference batch size."),
-        backend: str = typer.Option("ort", help="For packages: ort or trt."),
+        backend: str = typer.Option("ort", help="For packages: ort, trt, openvino[:fp32|bf16|int8], auto "
+                                    "(fastest gated CPU form) or triton (--url)."),
+        url: str = typer.Option(None, "--url", help="--backend triton: grpc://HOST:8001 or http://HOST:8000."),
         variant: str = typer.Option(None, help="For packages: graph variant (e.g. int8-u8s8)."),
         threads: int = typer.Option(None, help="CPU threads (default: 1 for tiny checkpoints, else all cores)."),
         plots: Path = typer.Option(None, "--plots", help="Also draw ROC curves with bootstrap bands, confusion "
@@ -87,8 +89,11 @@ def register(app: typer.Typer) -> None:
 
             pyplot()  # a missing matplotlib stops here, before the model runs
         predictions = {}
+        from rating_edge.infer import backend_options
+
         result = evaluate_model(model, data, bootstrap=bootstrap, seed=seed, batch=batch, backend=backend,
-                                variant=variant, threads=threads, predictions=predictions)
+                                variant=variant, threads=threads, predictions=predictions,
+                                backend_options=backend_options(backend, url))
         print_report(result, Console())
         if json_out is not None:
             console.print(f"wrote {write_json(result, json_out)}")
