@@ -122,6 +122,19 @@ def test_served_package_agrees_with_the_in_process_runner(served, tiny_stack_pkg
         assert all(np.abs(a3[k] - b3[k]).max() <= 1e-5 for k in a3)
 
 
+def test_verify_backend_triton_passes_the_exact_gates(served, tiny_stack_pkg, tiny_ckpt, tmp_path):
+    """`rating-edge verify PKG --backend triton --url ...`: the served package against the eager reference,
+    under the exact export's gates."""
+    from rating_edge.cli import main
+
+    out = tmp_path / "v.json"
+    assert main(["verify", str(tiny_stack_pkg), "--reference", str(tiny_ckpt), "--backend", "triton",
+                 "--url", served.grpc_url, "--phantom", "4", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["passed"] and rep["engine"]["backend"] == "triton" and rep["package"]["backend"] == "triton"
+    assert main(["verify", str(tiny_stack_pkg), "--reference", str(tiny_ckpt), "--backend", "triton"]) == 2  # no --url
+
+
 def test_a_server_serving_another_model_is_refused(served, tiny_ckpt, tmp_path):
     from rating_edge.export.exporter import export_package
 

@@ -89,22 +89,6 @@ def _run_all(runner, cs: CalibSet, batch: int) -> dict:
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def _infer_ov(package: Package, variant, cs: CalibSet, precision: str, batch: int = 16) -> dict:
-    from rating_edge.infer.openvino import OpenVinoRunner
-
-    return _run_all(OpenVinoRunner(package, precision=precision, variant=variant), cs, batch)
-
-
-def _run_all(runner, cs: CalibSet, batch: int) -> dict:
-    import numpy as np
-
-    outs = []
-    with runner as r:
-        for s in range(0, len(cs), batch):
-            outs.append(r.infer({"gs": cs.gs[s:s + batch], "doppler": cs.doppler[s:s + batch]}))
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-
-
 def quantize_package(pkg_path, calib_path, out, method: str = "entropy", exclude=(), gate: float = 0.98,
                      fallback: bool = True, holdout: float = 0.25, engine: str = "auto", verify_set=None,
                      member_gate: float | None = None, openvino: bool | None = None, log=print, plots=None) -> dict:
@@ -348,62 +332,6 @@ def _draw(folder, ref: dict, outputs: dict, log) -> None:
     for vname, out in outputs.items():
         files = write_agreement_plots(ref, out, folder, "FP32", vname, prefix=f"{vname}_")
         log(f"wrote {len(files)} pictures for {vname} to {folder}/")
-
-
-def _openvino_extras(pkg, stage: Path, variants: dict, held: CalibSet, ref: dict, reports: dict, gate: float,
-                     log) -> dict:
-    """OpenVINO BF16 (the FP32 graphs at BF16) gated on the held-out pairs, and OpenVINO reading the Q/DQ
-    ONNX reported beside NNCF's IR (the two INT8 routes the issue asked to compare). Neither can refuse
-    the package: a BF16 form below the gate is recorded as not passed and never chosen."""
-    import nncf
-    import openvino as ov
-
-    from rating_edge.infer.openvino import machine_key
-
-    cand = Package(stage, {**pkg.meta, "variants": {**pkg.meta.get("variants", {}), **variants}})
-    rec = {"int8_variant": OV_FORM, "nncf_version": nncf.__version__, "openvino_version": ov.__version__.split("-")[0],
-           "made_on": machine_key()}
-    try:
-        reports["openvino-bf16"] = agreement_report(ref, _infer_ov(cand, None, held, "bf16"), pkg.spec)
-        rec["bf16_passed"] = reports["openvino-bf16"]["combined_agreement"] >= gate
-    except RatingEdgeError as e:  # no BF16 on this CPU: nothing to gate here
-        rec["bf16_passed"] = False
-        rec["bf16_skipped"] = str(e)
-    reports["openvino-int8-qdq"] = agreement_report(ref, _infer_ov(cand, "int8-qdq", held, "int8"),
-                                                    pkg.spec)
-    # Which INT8 route OpenVINO runs faster depends on the graph (NNCF's IR won on the distilled student,
-    # OpenVINO reading the Q/DQ ONNX on the grouped-conv stack: docs/openvino.md), so both gated routes
-    # are timed here and the faster one is recorded as the package's OpenVINO INT8 form.
-    routes = {OV_FORM: OV_FORM, "int8-qdq": "openvino-int8-qdq"}  # variant -> its report
-    gated = [v for v, r in routes.items() if reports[r]["combined_agreement"] >= gate and reports[r]["nonfinite_pairs"] == 0]
-    rec["int8_timing_ms"] = {v: _time_batch1(cand, v, held) for v in gated}
-    best = min(gated, key=rec["int8_timing_ms"].get)
-    rec["int8_variant"], rec["int8_report"] = best, routes[best]
-    log("  OpenVINO: " + ", ".join(f"{k} {reports[k]['combined_agreement']:.3f}"
-                                   for k in ("openvino-bf16", "openvino-int8-qdq") if k in reports)
-        + ("" if rec["bf16_passed"] else " (BF16 not gated: never chosen)")
-        + "; INT8 batch-1 ms " + ", ".join(f"{v} {ms:.1f}" for v, ms in rec["int8_timing_ms"].items())
-        + f" -> {best}")
-    return rec
-
-
-def _time_batch1(package: Package, variant: str, held: CalibSet, iters: int = 5) -> float:
-    """Median batch-1 milliseconds of OpenVINO INT8 on `variant` (after one warm-up pair)."""
-    import time
-
-    import numpy as np
-
-    from rating_edge.infer.openvino import OpenVinoRunner
-
-    feed = {"gs": held.gs[:1], "doppler": held.doppler[:1]}
-    with OpenVinoRunner(package, precision="int8", variant=variant) as r:
-        r.infer(feed)
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            r.infer(feed)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
 
 
 def _sensitivity(per_graph, stage: Path, held: CalibSet) -> list[tuple[int, dict]]:
