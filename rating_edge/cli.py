@@ -57,7 +57,7 @@ def init_ensemble_cmd(
         raise RatingEdgeError(f"{out} exists and is not empty; choose a new folder")
     p = write_random_ensemble(out, spec, seed, share_backbones)
     console.print(f"[green]wrote[/] {p} ({len(spec.network_ids())} networks, preset {preset})")
-    console.print(f"next: rating-edge export {out} {out}-pkg --fuse stack")
+    console.print(f"next: rating-edge export {out} {out}-pkg --fuse stack", soft_wrap=True)
 
 
 @app.command("import-checkpoints")
@@ -88,7 +88,7 @@ def import_checkpoints_cmd(
     else:
         raise RatingEdgeError(f"unknown --format {fmt!r}; use mapping or rating-official")
     console.print(f"[green]imported[/] {p}")
-    console.print(f"next: rating-edge export {out} {out}-pkg --fuse stack")
+    console.print(f"next: rating-edge export {out} {out}-pkg --fuse stack", soft_wrap=True)
 
 
 def _register_stages() -> None:

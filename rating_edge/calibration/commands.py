@@ -72,7 +72,7 @@ def collect_cmd(
     if man["count"] < MIN_PAIRS:
         console.print(f"[yellow]warning:[/] only {man['count']} pairs; INT8 scales from fewer than {MIN_PAIRS} "
                       "pairs are noisy")
-    console.print(f"next: rating-edge quantize PKG {out} PKG-int8")
+    console.print(f"next: rating-edge quantize PKG {out} PKG-int8", soft_wrap=True)
 
 
 def quantize_cmd(
@@ -134,7 +134,7 @@ def quantize_cmd(
         write_report(report, report_json(rec), "--report")
     console.print(f"[green]wrote[/] {out} (precision int8; variants int8-qdq for TensorRT, int8-u8s8 for "
                   "ONNX Runtime" + (", int8-ov for OpenVINO" if rec.get("openvino") else "") + ")")
-    console.print(f"next: rating-edge bench {out}   or on the target: rating-edge build {out} --precision int8")
+    console.print(f"next: rating-edge bench {out}   or on the target: rating-edge build {out} --precision int8", soft_wrap=True)
 
 
 def build_cmd(
@@ -157,7 +157,7 @@ def build_cmd(
                            timing_cache=timing_cache, max_batch=max_batch, log=lambda m: console.print(m, markup=False))
     console.print(f"[green]built[/] {pkg}/{rec['file']} for {rec['gpu']} (sm {rec['compute_capability']}, "
                   f"TensorRT {rec['trt_version']}, {rec['precision']})")
-    console.print(f"next: rating-edge run ... --package {pkg} --backend trt")
+    console.print(f"next: rating-edge run ... --package {pkg} --backend trt", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -60,8 +60,8 @@ def register(app: typer.Typer) -> None:
 
         p = export_package(ckpt, out, fuse=fuse, chunk=chunk, opset=opset, batch=batch, dedup=not no_dedup,
                            log=lambda m: console.print(m))
-        console.print(f"[green]exported[/] {p}")
-        console.print(f"next: rating-edge verify {p} --reference {ckpt} --phantom 16")
+        console.print(f"[green]exported[/] {p}", soft_wrap=True)
+        console.print(f"next: rating-edge verify {p} --reference {ckpt} --phantom 16", soft_wrap=True)
         console.print(f"then: rating-edge quantize {p} CALIB_SET {p}-int8 (INT8; CALIB_SET from `rating-edge calib "
                       f"collect`), or rating-edge bench {p} --reference {ckpt}")
 

@@ -99,7 +99,7 @@ def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str 
             console.print(f"combined accuracy vs truth: teacher {result['teacher_combined_accuracy']:.3f}, "
                           f"student {result['student_combined_accuracy']:.3f}")
     console.print(f"[green]wrote[/] {out} (distilled student, share depth {share_depth}, {d.epoch} epochs)")
-    console.print(f"next: rating-edge verify {out} --reference {ckpt}   |   rating-edge bench {out} --reference {ckpt}")
+    console.print(f"next: rating-edge verify {out} --reference {ckpt}   |   rating-edge bench {out} --reference {ckpt}", soft_wrap=True)
     return load_package(out).meta["fusion"]
 
 

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             p = write_dataset(out, n, seed=seed, doppler=doppler, patients=patients,
                               progress=lambda i: prog.update(task, completed=i + 1))
         console.print(f"[green]wrote[/] {n} pairs to {p} (labels.csv + images/)")
-        console.print(f"next: rating-edge train {p} {p}-ckpt --preset tiny")
+        console.print(f"next: rating-edge train {p} {p}-ckpt --preset tiny", soft_wrap=True)
 
     @ph.command("video")
     def video_cmd(
@@ -92,6 +92,6 @@ def register(app: typer.Typer) -> None:
             p = write_dicom_archive(out, studies, seed=seed, size=size, cine_share=cine_share, dual_share=dual_share,
                                     progress=lambda i: prog.update(task, completed=i + 1))
         console.print(f"[green]wrote[/] {studies} studies to {p} (truth: {p / 'truth.json'})")
-        console.print(f"next: rating-edge archive score {p} --package PKG --out {p}-results")
+        console.print(f"next: rating-edge archive score {p} --package PKG --out {p}-results", soft_wrap=True)
 
     app.add_typer(ph, name="phantom")

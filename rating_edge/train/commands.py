@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
                       f"({r.wall_s:.0f} s wall, {r.cpu_s:.0f} s CPU)")
         if r.complete:
             console.print(f"[green]complete:[/] {out}/ensemble.json")
-            console.print(f"next: rating-edge evaluate {out} TEST_DATA   |   rating-edge export {out} {out}-pkg")
+            console.print(f"next: rating-edge evaluate {out} TEST_DATA   |   rating-edge export {out} {out}-pkg", soft_wrap=True)
         else:
             left = len(spec.network_ids()) - len(r.trained) - len(r.skipped)
             console.print(f"[yellow]incomplete:[/] {left} networks left; rerun the same command to continue")

@@ -29,6 +29,6 @@ def register(app: typer.Typer) -> None:
         model = write_repository(package, out, backend, max_batch, instances, kind, runner_backend)
         console.print(f"[green]wrote[/] {model} ({backend}, max batch {max_batch}, {instances} x {kind})")
         console.print(f"next: tritonserver --model-repository {out}   then   "
-                      f"rating-edge verify {package} --backend triton --url grpc://HOST:8001")
+                      f"rating-edge verify {package} --backend triton --url grpc://HOST:8001", soft_wrap=True)
 
     app.add_typer(triton, name="triton")
