@@ -65,7 +65,7 @@ class LayoutParams:
     box_column_share: float = 0.45  # share of an area's rows on one outline column (speckle stays < 0.3)
     box_max_ink: float = 0.45  # a box side is a stroke: at most this share of its 7x7 neighbourhood is stroke
     box_side_len: float = 0.25  # a box side spans at least this share of the area's height
-    box_every: int = 5  # search for slanted box sides every N frames per area (checked in between)
+    box_every: int = 30  # search for slanted box sides every N frames per area, about 1 s (checked in between)
     no_signal_std: float = 3.0
     redetect_every: int = 30  # find image areas at least every N frames (a screen layout changes rarely) ...
     redetect_change: float = 6.0  # ... and as soon as the screen outside them changes by this mean gray level
