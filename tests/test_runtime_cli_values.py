@@ -31,6 +31,10 @@ def one_line_error(capsys, argv, match):
     (["--stall-timeout", "0"], "--stall-timeout"),
     (["--stall-timeout", "inf"], "--stall-timeout"),
     (["--out", "video.gif"], "--out"),
+    (["--backend", "triton"], "--url"),  # a server backend without its server
+    (["--backend", "triton", "--url", "ftp://x"], "--url"),
+    (["--backend", "triton", "--url", "grpc://127.0.0.1:1", "--infer-timeout", "nan"], "--infer-timeout"),
+    (["--backend", "ort:int8"], "--backend"),  # only openvino takes a precision
 ])
 def test_run_rejects_bad_values(capsys, args, match):
     one_line_error(capsys, ["run", "--source", SRC, *args], match)

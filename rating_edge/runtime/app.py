@@ -87,10 +87,7 @@ class RunConfig:
             self.backend = resolve_backend(self.backend)
         except RatingEdgeError:
             raise RatingEdgeError(f"--backend {self.backend!r}: choose one of {', '.join(backend_names())}") from None
-        if self.backend == "triton":
-            from rating_edge.infer.triton import parse_url
-
-            parse_url(self.url)
+        if backend_options(self):  # a server backend: its --url is checked there, its timeout here
             finite("--infer-timeout", self.infer_timeout_s, 0.0, 3600.0, lo_open=True)
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or int(self.max_frames) < 1):
             raise RatingEdgeError(f"--max-frames {self.max_frames}: must be at least 1")
@@ -110,10 +107,12 @@ class RunConfig:
 
 
 def backend_options(cfg: RunConfig) -> dict:
-    """Options only some backends take: the live loop waits for an inference server that is not up yet."""
-    if cfg.backend == "triton":
-        return {"url": cfg.url, "infer_timeout": cfg.infer_timeout_s, "wait_for_server": True}
-    return {}
+    """The backend options every command derives from --url/--infer-timeout (rating_edge.infer), and the
+    live loop's own: it waits for an inference server that is not up yet."""
+    from rating_edge.infer import backend_options as options
+
+    opts = options(cfg.backend, cfg.url, cfg.infer_timeout_s)
+    return {**opts, "wait_for_server": True} if opts else {}
 
 
 def open_engine(cfg: RunConfig, runner, errors: ErrorReport):
