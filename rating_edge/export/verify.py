@@ -21,6 +21,7 @@ from rating_edge.compare import (  # noqa: F401
     heat_correlation,
 )
 from rating_edge.compare import kappa as weighted_kappa  # noqa: F401
+from rating_edge.infer.names import resolve_backend, split_backend
 from rating_edge.scoring import Thresholds
 
 # A distilled student is trained to reproduce the ensemble's grades, not its probabilities
@@ -38,10 +39,11 @@ def default_gates(package, variant: str | None = None, backend: str = "ort") -> 
 
         form = choose_cpu_form(package)
         backend, variant = form["backend"], variant or form["variant"]
-    if backend.split(":")[0] == "openvino":
-        from rating_edge.infer.openvino import openvino_form, parse_backend
+    name, asked = split_backend(resolve_backend(backend))
+    if name == "openvino":
+        from rating_edge.infer.openvino import openvino_form
 
-        precision, ov_variant = openvino_form(package, parse_backend(backend)[1], variant)
+        precision, ov_variant = openvino_form(package, asked, variant)
         variant = ov_variant if precision == "int8" else variant
     if (variant and variant.startswith("int8")) or precision in ("bf16", "int8"):
         q = package.meta.get("quantization") or {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.errors import EngineMismatch
+from rating_edge.infer.names import resolve_backend, split_backend
 
 TRT_PRECISION_ORDER = ("int8", "fp16", "fp32")
 
@@ -16,10 +17,11 @@ def choose_variant(package, backend: str = "ort") -> str | None:
     """The graph form that fits `backend`: an INT8 package runs its U8S8 graph on ONNX Runtime (the
     TensorRT-style S8S8 Q/DQ graph is barely faster than FP32 on CPUs, docs/design/precision.md);
     TensorRT builds its own engines from the Q/DQ graph, so it needs no variant here."""
-    if str(backend).split(":")[0] == "openvino":
-        from rating_edge.infer.openvino import openvino_form, parse_backend
+    name, precision = split_backend(resolve_backend(backend))
+    if name == "openvino":
+        from rating_edge.infer.openvino import openvino_form
 
-        return openvino_form(package, parse_backend(backend)[1])[1]
+        return openvino_form(package, precision)[1]
     variants = package.meta.get("variants", {})
     if backend == "ort" and package.meta.get("precision") == "int8" and "int8-u8s8" in variants:
         return "int8-u8s8"

@@ -25,10 +25,11 @@ import numpy as np
 from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.base import GraphRunner
 from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
+from rating_edge.infer.names import OPENVINO_PRECISIONS, resolve_backend, split_backend
 from rating_edge.package import Package
 from rating_edge.threads import inference_threads
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = OPENVINO_PRECISIONS
 # The package variant holding the OpenVINO INT8 form (written by `rating-edge quantize`).
 OV_INT8_VARIANT = "int8-ov"
 INSTALL_HINT = "pip install 'rating-edge[openvino]'"
@@ -207,12 +208,7 @@ class OpenVinoRunner(GraphRunner):
 def parse_backend(backend: str) -> tuple[str, str | None]:
     """"openvino:bf16" -> ("openvino", "bf16"); "ort" -> ("ort", None). The precision rides on the backend
     name so every command that already takes `--backend` can ask for an OpenVINO precision."""
-    name, _, prec = str(backend).partition(":")
-    if prec and name != "openvino":
-        raise RatingEdgeError(f"backend {backend!r}: only openvino takes a precision (openvino:fp32|bf16|int8)")
-    if prec and prec not in PRECISIONS:
-        raise RatingEdgeError(f"backend {backend!r}: unknown precision {prec!r}; use {', '.join(PRECISIONS)}")
-    return name, (prec or None)
+    return split_backend(resolve_backend(backend))
 
 
 def gated_forms(package: Package) -> dict[str, dict]:
