@@ -111,3 +111,12 @@ def test_evaluate_nan_package_is_one_line(tmp_path, capsys, monkeypatch):
     data = write_dataset(tmp_path / "data", 4, seed=0)
     assert main(["evaluate", str(p), str(data), "--bootstrap", "0"]) == 2
     _one_line_error(capsys, "NaN or infinite probabilities on 4 of 4 pairs")
+
+
+def test_verify_rejects_an_unknown_backend_precision_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    pytest.importorskip("onnx")
+    p = make_onnx_package(tmp_path / "pkg")
+    assert main(["verify", str(p), "--reference", str(tmp_path), "--backend", "openvino:fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "unknown precision 'fp8'" in err
