@@ -41,3 +41,17 @@ def tiny_stack_pkg(tiny_ckpt, tmp_path_factory):
     from rating_edge.export.exporter import export_package
 
     return export_package(tiny_ckpt, tmp_path_factory.mktemp("tiny_pkg") / "stack", fuse="stack")
+
+
+@pytest.fixture(scope="session")
+def small_shared_stack_pkg(tmp_path_factory):
+    """A 2-fold, width-8, 32 px ensemble with shared backbones, exported as `stack`: the cheapest package
+    that still exercises every output (archive and PACS tests). Read-only."""
+    from rating_edge.export.exporter import export_package
+    from rating_edge.model.init import write_random_ensemble
+    from rating_edge.spec import EnsembleSpec
+
+    d = tmp_path_factory.mktemp("small_pkg")
+    write_random_ensemble(d / "ck", EnsembleSpec(folds=2, width=8, input_size=32, hidden=8), seed=3,
+                          share_backbones=True)
+    return export_package(d / "ck", d / "pkg", fuse="stack")

@@ -25,21 +25,9 @@ def archive(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_pkg(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    from rating_edge.export.exporter import export_package
-    from rating_edge.model.init import write_random_ensemble
-    from rating_edge.spec import EnsembleSpec
-
-    d = tmp_path_factory.mktemp("pkg")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        write_random_ensemble(d / "ck", EnsembleSpec(folds=2, width=8, input_size=32, hidden=8), seed=3,
-                              share_backbones=True)
-        return export_package(d / "ck", d / "pkg", fuse="stack")
-    finally:
-        torch.set_num_threads(old)
+def tiny_pkg(small_shared_stack_pkg):
+    pytest.importorskip("torch")
+    return small_shared_stack_pkg
 
 
 def _cfg(archive, pkg, out, **kw):

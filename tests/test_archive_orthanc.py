@@ -93,21 +93,9 @@ def uploaded(orthanc, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pkg(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    from rating_edge.export.exporter import export_package
-    from rating_edge.model.init import write_random_ensemble
-    from rating_edge.spec import EnsembleSpec
-
-    d = tmp_path_factory.mktemp("opkg")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        write_random_ensemble(d / "ck", EnsembleSpec(folds=2, width=8, input_size=32, hidden=8), seed=5,
-                              share_backbones=True)
-        return export_package(d / "ck", d / "pkg", fuse="stack")
-    finally:
-        torch.set_num_threads(old)
+def pkg(small_shared_stack_pkg):
+    pytest.importorskip("torch")
+    return small_shared_stack_pkg
 
 
 def _srs(client, study_uid):

@@ -24,15 +24,6 @@ SPEC = EnsembleSpec(folds=2, width=4, input_size=32, hidden=8)  # tinier than "t
 PARAMS = PreprocessParams(input_size=SPEC.input_size)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine is shared; one intra-op thread is faster than two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     from rating_edge.model.init import write_random_ensemble

@@ -13,15 +13,6 @@ from rating_edge.spec import preset  # noqa: E402
 SPEC = preset("tiny")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared; one intra-op thread is faster than two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _images(b, seed=0):
     rng = np.random.default_rng(seed)
     s = SPEC.input_size

@@ -31,13 +31,6 @@ from rating_edge.errors import CheckpointError  # noqa: E402
 WIDTH, HIDDEN = 8, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared; one intra-op thread is several times faster than contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 SPECIAL = {("sh", 0, 0, 0): 0.0, ("sh", 2, 1, 1): 0.9998, ("vs", 2, 0, 0): 0.0, ("vs", 1, 2, 0): 0.9998}
 
 
