@@ -105,11 +105,14 @@ def test_quantize_makes_gated_openvino_int8_variant(pkgs, feed, tmp_path):
     assert pkg.meta["variants"]["int8-ov"] == [{"file": "int8-ov/model.xml", "kind": "fused"}]
     assert {"int8-ov/model.xml", "int8-ov/model.bin"} <= set(pkg.meta["artifacts"])
     assert rec["reports"]["int8-ov"]["combined_agreement"] >= 0.9
-    assert {"openvino-int8-qdq"} <= set(rec["reports"]) and rec["openvino"]["int8_variant"] == "int8-ov"
+    assert {"openvino-int8-qdq"} <= set(rec["reports"])
     assert "heat_gs_corr_min" in rec["reports"]["int8-ov"]
     out, info = _run(pkg, "openvino:int8", feed)
     # both INT8 routes were timed; the faster gated one is the package's OpenVINO INT8 form
-    assert set(rec["openvino"]["int8_timing_ms"]) <= {"int8-ov", "int8-qdq"}
+    timing = rec["openvino"]["int8_timing_ms"]
+    assert "int8-ov" in timing and set(timing) <= {"int8-ov", "int8-qdq"}  # NNCF's IR passed the gate above
+    # which route is faster depends on the graph and the moment (timed, not assumed): the record names it
+    assert rec["openvino"]["int8_variant"] == min(timing, key=timing.get)
     assert info["variant"] == rec["openvino"]["int8_variant"] and info["inference_precision_hint"] == "f32"
     gates, why = default_gates(pkg, None, "openvino:int8")
     assert gates.min_grade_agreement == 0.9 and "OpenVINO int8" in why
