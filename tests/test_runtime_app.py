@@ -306,8 +306,9 @@ def test_overlay_drawn_in_place_never_reaches_the_engine(phantom_mp4, monkeypatc
         d = frames[pair.frame_doppler][dy:dy + dh, dx:dx + dw]
         if g.shape != d.shape:
             g = cv2.resize(g, (d.shape[1], d.shape[0]), interpolation=cv2.INTER_AREA)
-        assert np.array_equal(gs[0], prepare_gs(g, pair.roi_gs, params))
-        assert np.array_equal(dop[0], prepare_doppler(d, pair.roi_doppler, params))
+        # a detached pair holds only its ROI's pixels: its ROI in the image area is area_roi
+        assert np.array_equal(gs[0], prepare_gs(g, pair.area_roi("gs"), params))
+        assert np.array_equal(dop[0], prepare_doppler(d, pair.area_roi("doppler"), params))
 
 
 def test_non_finite_engine_outputs_are_not_shown():

@@ -194,3 +194,62 @@ def test_run_loop_detector_skips_only_the_fraction():
             else:
                 assert y.doppler_fraction == x.doppler_fraction
     assert skipped > 0
+
+
+def _doppler_and_gs_frames(n_doppler=3):
+    """Single-layout phantom frames: Doppler frames whose box outline is found, from two sections when
+    the box moved between them, and GS frames."""
+    sc = video.PhantomScanner(seed=0, size=(800, 480), fps=10, layout="single", theme="halcyon")
+    dop, gs = [], []
+    for i in range(0, 600, 3):
+        img, t = sc.frame(i)
+        if not t["signal"] or t["frozen"]:
+            continue
+        (gs if t["areas"][0]["mode"] == "gs" else dop).append((img, t))
+    dop = [(img, t) for img, t in dop if detect_layout(img).areas and detect_layout(img).areas[0].doppler_box]
+    return dop, gs
+
+
+def test_kept_doppler_box_never_changes_the_answer():
+    """The run loop keeps a found Doppler box while its sides are still drawn: on any sequence it must
+    give what a fresh search of each frame gives (a GS frame right after, a box moved elsewhere)."""
+    dop, gs = _doppler_and_gs_frames()
+    assert len(dop) > 4 and gs
+    moved = next(img for img, t in dop[1:] if t["areas"][0]["doppler_box"] != dop[0][1]["areas"][0]["doppler_box"])
+    seq = [dop[0][0]] * 3 + [gs[0][0], dop[0][0], dop[0][0], moved, moved, dop[0][0]]
+    det = LayoutDetector(fractions=False)
+    for k, img in enumerate(seq):
+        got, want = det.detect(img), LayoutDetector(fractions=False).detect(img)
+        assert [(a.box, a.mode, a.doppler_box) for a in got.areas] == \
+            [(a.box, a.mode, a.doppler_box) for a in want.areas], k
+
+
+def test_background_area_search_follows_a_shrinking_picture():
+    """With `background=True` the periodic area search runs on another thread and is taken SEARCH_LAG
+    frames later: a picture that shrinks (the screen around it unchanged, so only the periodic search
+    sees it) is followed within redetect_every + SEARCH_LAG frames, and the answers do not depend on
+    thread timing (two runs agree frame by frame)."""
+    from rating_edge.runtime.layout import SEARCH_LAG
+
+    sc = video.PhantomScanner(seed=3, size=(960, 540), fps=10, layout="single")
+    img, t = next((img, t) for img, t in (sc.frame(i) for i in range(0, 100)) if t["signal"] and not t["frozen"])
+    x, y, w, h = t["areas"][0]["box"]
+    small = img.copy()
+    black = int(np.percentile(img[:y, :], 5)) if y > 0 else 0
+    small[y + h // 2:y + h, x:x + w] = black  # the picture's lower half goes: half the depth
+    sync0 = LayoutDetector()
+    big_box = sync0.detect(img).areas[0].box
+    small_box = LayoutDetector().detect(small).areas[0].box
+    assert small_box[3] < 0.8 * big_box[3]  # the frames do show a smaller picture
+    p = sync0.p
+    frames = [img] * 5 + [small] * (p.redetect_every + SEARCH_LAG + 5)
+    runs = []
+    for background in (True, True, False):
+        det = LayoutDetector(background=background)
+        runs.append([det.detect(f).areas[0].box for f in frames])
+    assert runs[0] == runs[1]
+    for boxes in runs:
+        assert boxes[0] == big_box and boxes[-1] == small_box
+        switched = boxes.index(small_box)
+        assert switched <= 5 + p.redetect_every + SEARCH_LAG
+    assert runs[0].index(small_box) >= runs[2].index(small_box)  # background: a few frames later at most

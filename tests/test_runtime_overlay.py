@@ -117,3 +117,18 @@ def test_each_new_result_gets_its_own_wash():
         st.result = _state(heat).result
         out = render(frame, lo, st)
         assert not np.array_equal(out[y0, hot], frame[y0, hot]) and np.array_equal(out[y0, cold], frame[y0, cold])
+
+
+def test_wash_made_on_the_inference_thread_draws_the_same():
+    """The worker prepares the pair's wash beside the engine (`Result.washes`); the frame path then
+    only blends it, with the same pixels as a wash the overlay prepares itself."""
+    from rating_edge.runtime.worker import _washes
+
+    heat = np.random.default_rng(3).uniform(0, 1, (7, 7)).astype(np.float32)
+    lo = FrameLayout("single", [Area(AREA, "doppler", None, 0.1)], size=(W, H))
+    mine, theirs = _state(heat), _state(heat)
+    theirs.result.washes = _washes(theirs.result.pair, heat, heat)
+    assert list(theirs.result.washes) == [("doppler", ROI[2], ROI[3])]  # single layout: Doppler only
+    f = _frame()
+    assert np.array_equal(render(f, lo, mine), render(f, lo, theirs))
+    assert theirs.extra["alpha"][next(iter(theirs.extra["alpha"]))][1] is theirs.result.washes[("doppler", ROI[2], ROI[3])]

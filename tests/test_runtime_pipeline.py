@@ -155,16 +155,19 @@ def test_trt_runner_raises_typed_errors():
 
 
 def test_bench_runtime_runs_the_run_pipeline(monkeypatch):
-    """`bench --runtime` measures what `run` composes: it goes through app.build_pipeline."""
+    """`bench --runtime` measures what `run` composes: it goes through app.build_pipeline, once as `run`
+    arranges it (pairs scored on the inference thread) and once with everything on one thread."""
     from rating_edge.runtime.overhead import measure_runtime_overhead
 
     calls = []
     real = app_mod.build_pipeline
-    monkeypatch.setattr(app_mod, "build_pipeline", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(app_mod, "build_pipeline", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     r = measure_runtime_overhead("phantom://?seed=11&fps=10&layout=single", frames=24, size=(640, 360),
                                  input_size=64, warmup=4)
-    assert len(calls) == 1 and r["frames"] == 24 and r["pairs"] >= 1
+    assert [c.every_pair for c in calls] == [False, True]
+    assert r["frames"] == 24 and r["pairs"] >= 1 and r["scoring"] == "inference thread"
     assert r["latency_ms"]["total"]["p50"] > 0 and r["latency_ms"]["preprocess"]["p50"] > 0
+    assert r["serial"]["pairs"] >= r["pairs"] and r["serial"]["latency_ms"]["total"]["p50"] > 0
 
 
 # ---- profiles ----------------------------------------------------------------------------------------

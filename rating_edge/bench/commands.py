@@ -207,8 +207,15 @@ def _runtime_overhead(source: str, frames: int, size: str, input_size: int = 224
                     f"{res['pairs']} pairs, {res['cpu_ms_per_frame']:.1f} CPU ms/frame)")
     for col in ("stage", "p50 ms", "p95 ms", "p99 ms"):
         t.add_column(col, justify="left" if col == "stage" else "right")
+
+    def cells(pc):
+        return ("-" if pc[k] is None else f"{pc[k]:.2f}" for k in ("p50", "p95", "p99"))
+
     for stage, pc in res["latency_ms"].items():
-        t.add_row(stage, *("-" if pc[k] is None else f"{pc[k]:.2f}" for k in ("p50", "p95", "p99")))
+        # preprocess and score run on the inference thread, beside the frame path (as in `run`)
+        t.add_row(f"{stage} (inference thread)" if stage in ("preprocess", "infer", "score") else
+                  "total (frame path, as run)" if stage == "total" else stage, *cells(pc))
+    t.add_row("total, all on one thread", *cells(res["serial"]["latency_ms"]["total"]))
     console.print(t)
     return res
 

@@ -10,6 +10,7 @@ is finalised, the log closed and the report written, as at the end of a recordin
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -187,7 +188,8 @@ def build_pipeline(cfg: RunConfig, runner=None, window=None, source: Source | No
         src.open()
         opened.append(src.close)
         doppler_params = scorer.params.doppler if scorer is not None else None
-        detector = LayoutDetector(profile, doppler_params, fractions=False)
+        # with a second core, the periodic area search leaves the frame path (see LayoutDetector)
+        detector = LayoutDetector(profile, doppler_params, fractions=False, background=(os.cpu_count() or 1) > 1)
         pairer = Pairer(cfg.max_pair_age_s, cfg.min_similarity, profile.roi, doppler_params)
         log = None
         if cfg.log:

@@ -536,11 +536,16 @@ def doppler_box_outline(area_bgr: np.ndarray, p: LayoutParams, row_step: int = 3
     share = cv2.reduce(ridge.view(np.uint8), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0] / H  # ridge rows per column
     share[:4] = 0  # the area's own border is not a box side
     share[-4:] = 0
-    cols = _edge_columns(share, p.box_column_share)
-    # a box side lies inside the picture; the picture's own edge (ringing can make it a ridge) does not
+    cols = [c for c in _edge_columns(share, p.box_column_share) if 4 <= c < W - 4]
+    if not cols:
+        return None
+    # a box side lies inside the picture; the picture's own edge (ringing can make it a ridge) does not.
+    # Only the columns 4 px beside each candidate are read (the whole-area test cost as much as the rest)
     black = float(np.percentile(gray, 2)) if black is None else float(black)
-    inside = (np.abs(gray.astype(np.float32) - black) > p.noise_floor).mean(axis=0)
-    cols = [c for c in cols if c >= 4 and c < W - 4 and min(inside[c - 4], inside[c + 4]) >= 0.3]
+    beside = sorted({c + d for c in cols for d in (-4, 4)})
+    near = np.abs(gray[:, beside].astype(np.float32) - black) > p.noise_floor
+    inside = dict(zip(beside, near.mean(axis=0)))
+    cols = [c for c in cols if min(inside[c - 4], inside[c + 4]) >= 0.3]
     if not cols:
         return None
     # the sides' vertical extent: the longest stretch where the side columns are mostly ridge
@@ -693,6 +698,20 @@ def _sides_still_drawn(area_bgr: np.ndarray, corners, p: LayoutParams) -> bool:
 _ELLIPSE5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
+SEARCH_LAG = 3  # frames between submitting a background area search and taking its result
+_SEARCHER = None
+
+
+def _area_searcher():
+    """One thread shared by every detector for background area searches (created on first use)."""
+    global _SEARCHER
+    if _SEARCHER is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _SEARCHER = ThreadPoolExecutor(1, thread_name_prefix="area-search")
+    return _SEARCHER
+
+
 def _same_boxes(old, new, tol: int) -> bool:
     """Whether two area searches found the same areas up to `tol` pixels per edge. Keeping the earlier
     boxes then keeps crops, ROIs and pairing from shifting with search noise (a GS image held for a
@@ -703,11 +722,15 @@ def _same_boxes(old, new, tol: int) -> bool:
 class LayoutDetector:
     """Per-frame screen understanding with a little state (the previous frame, for `frozen`)."""
 
-    def __init__(self, profile: Profile | None = None, doppler: DopplerParams | None = None, fractions: bool = True):
+    def __init__(self, profile: Profile | None = None, doppler: DopplerParams | None = None, fractions: bool = True,
+                 background: bool = False):
         """`fractions=False`: an area whose Doppler box outline already says "Doppler" is not also
         segmented for its Doppler fraction (left None); the run loop needs only the mode and the box,
-        and this is the most expensive step of a Doppler frame's detection."""
+        and this is the most expensive step of a Doppler frame's detection. `background=True` (the run
+        loop, with a second core): the periodic area search on a steady screen runs on another thread."""
         self.fractions = fractions
+        self.background = bool(background)
+        self._pending = None  # (background search, frame count it is taken at, its gray frame, size)
         self.profile = profile or Profile()
         self.p = self.profile.detect
         self.dp = self.profile.doppler or doppler or DopplerParams()
@@ -717,13 +740,14 @@ class LayoutDetector:
         self._boxes = None  # image areas found on a recent frame
         self._since = 0
         self._sides = {}  # area box -> (frame number of the last box-side search, its result)
+        self._outlines = {}  # area box -> (frame number of the last outline search, the box found)
         self._black = None
         self._frame_no = 0
         self._ref = self._outside = None  # small gray frame of the last area search, and the screen around the areas
 
     def reset(self):
-        self._prev = self._held = self._boxes = None
-        self._sides = {}
+        self._prev = self._held = self._boxes = self._pending = None
+        self._sides, self._outlines = {}, {}
 
     def _ui_mask(self, W, H, f):
         if not self.profile.ui_regions:
@@ -748,6 +772,7 @@ class LayoutDetector:
             self._prev = self._boxes = None
             return FrameLayout("single", [], frozen=False, signal=True, size=(frame_bgr.shape[1], frame_bgr.shape[0]))
         img = check_image(frame_bgr, "frame")
+        self._frame_no += 1  # the clock of the per-area box searches (`box_every`)
         H, W = img.shape[:2]
         if self._prev_size != (W, H):  # resolution change: nothing from before is comparable
             self._prev, self._prev_size, self._boxes = None, (W, H), None
@@ -763,19 +788,15 @@ class LayoutDetector:
         if self.profile.areas:
             sx, sy = self._profile_scale(W, H)
             boxes_full = [b for b in (_clip_box(_scale_box(a, sx, sy), W, H) for a in self.profile.areas) if b]
-        elif self._boxes is not None and self._since < self.p.redetect_every - 1 and not self._screen_changed(gray):
+        elif self._boxes is not None and (self.background or self._since < self.p.redetect_every - 1) \
+                and not self._screen_changed(gray):
             self._since += 1
+            if self.background:
+                self._search_in_background(gray, small, W, H, f)
             boxes_full = self._boxes
         else:
-            boxes = find_image_areas(gray, self.p, self._ui_mask(W, H, f), small)
-            boxes_full = [(x * f, y * f, min(w * f, W - x * f), min(h * f, H - y * f)) for x, y, w, h in boxes]
-            if self._boxes is not None and _same_boxes(self._boxes, boxes_full, 2 * f):
-                boxes_full = self._boxes  # the same picture found again a grid step off: keep it steady
-            self._boxes, self._since = boxes_full, 0
-            self._outside = np.full(gray.shape, 255, np.uint8)  # the screen around the areas, to watch
-            for x, y, w, h in boxes:
-                self._outside[y:y + h, x:x + w] = 0
-            self._ref = gray
+            self._pending = None
+            boxes_full = self._adopt(find_image_areas(gray, self.p, self._ui_mask(W, H, f), small), gray, W, H, f)
         if self.profile.layout == "auto":
             layout = decide_layout(boxes_full)
         else:
@@ -784,6 +805,35 @@ class LayoutDetector:
         areas = [self._area(img, b) for b in boxes_full]
         frozen = self._frozen(gray, boxes_full, f)
         return FrameLayout(layout, areas, frozen=frozen, signal=True, size=(W, H), small=small, gray=gray, step=f)
+
+    def _adopt(self, boxes, gray, W, H, f) -> list:
+        """Take the areas an area search found on `gray` (working pixels) as the current ones."""
+        boxes_full = [(x * f, y * f, min(w * f, W - x * f), min(h * f, H - y * f)) for x, y, w, h in boxes]
+        if self._boxes is not None and _same_boxes(self._boxes, boxes_full, 2 * f):
+            boxes_full = self._boxes  # the same picture found again a grid step off: keep it steady
+        self._boxes, self._since = boxes_full, 0
+        self._outside = np.full(gray.shape, 255, np.uint8)  # the screen around the areas, to watch
+        for x, y, w, h in boxes:
+            self._outside[y:y + h, x:x + w] = 0
+        self._ref = gray
+        return boxes_full
+
+    def _search_in_background(self, gray, small, W, H, f) -> None:
+        """The periodic area search on a steady screen, off the frame path: submitted on one frame and
+        taken SEARCH_LAG frames later (waiting for it then if need be, so the result does not depend on
+        thread timing). It is a safety net for what the outside watch cannot see (a picture that
+        shrinks); a search costs several milliseconds, half the runtime's budget on the frame it hits."""
+        if self._pending is not None:
+            job, due, ref, size = self._pending
+            if self._since >= due:
+                self._pending = None
+                if size == (W, H, f):
+                    self._adopt(job.result(), ref, W, H, f)
+        elif self._since >= self.p.redetect_every - 1:
+            # at full resolution `small` is the frame itself, which the overlay draws on in place
+            small = small.copy() if f == 1 else small
+            job = _area_searcher().submit(find_image_areas, gray, self.p, self._ui_mask(W, H, f), small)
+            self._pending = (job, self._since + SEARCH_LAG, gray, (W, H, f))
 
     def _screen_changed(self, gray) -> bool:
         """The screen around the image areas changed since they were found (a second image appeared, the
@@ -798,7 +848,7 @@ class LayoutDetector:
         scanner in Doppler mode draws the box even when there is no flow to colour)."""
         x, y, w, h = box
         crop = img[y:y + h, x:x + w]
-        outline = doppler_box_outline(crop, self.p, black=self._black)
+        outline = self._outline(crop, box)
         corners = None
         if outline is not None:
             bx, by, bw, bh = outline
@@ -834,12 +884,32 @@ class LayoutDetector:
             return Area(box, "doppler", (x + int(x0), y + int(y0), int(x1 - x0), int(y1 - y0)), frac)
         return Area(box, "gs", None, frac)
 
+    def _outline(self, crop, box):
+        """`doppler_box_outline`, with a box found on an earlier frame kept while its drawn sides are
+        still there (checked at a few dozen points; searched again every `box_every` frames). Only a
+        found box is kept: a frame without one is searched every time, so a switch to Doppler mode
+        shows at once."""
+        n, found = self._outlines.get(box, (None, None))
+        if found is not None and self._frame_no - n < self.p.box_every:
+            bx, by, bw, bh = found
+            corners = ((bx, by), (bx + bw - 1, by), (bx + bw - 1, by + bh - 1), (bx, by + bh - 1))
+            # a box side at the area's own edge (one side found) cannot be checked as a stroke
+            if 4 <= bx and bx + bw - 1 < crop.shape[1] - 4 and _sides_still_drawn(crop, corners, self.p):
+                return found
+        found = doppler_box_outline(crop, self.p, black=self._black)
+        if len(self._outlines) > 8:
+            self._outlines.clear()
+        if found is None:
+            self._outlines.pop(box, None)
+        else:
+            self._outlines[box] = (self._frame_no, found)
+        return found
+
     def _box_sides(self, crop, box):
         """`doppler_box_sides`, searched every `box_every` frames per area: the box is UI and stays put
         between searches, so in between a found box is only checked (its sides still drawn: a few
         hundred pixel reads) and a screen without one is not searched again."""
         n, found = self._sides.get(box, (None, None))
-        self._frame_no += 1
         if n is not None and self._frame_no - n < self.p.box_every:
             if found is None or _sides_still_drawn(crop, found[1], self.p):
                 return found

@@ -46,14 +46,15 @@ class OverlayState:
 
 @dataclass
 class Wash:
-    """A heatmap's yellow wash prepared for one ROI size: the blend weights and the yellow layer are
-    the same on every frame until the result changes, so only the blend itself runs per frame. It is
-    limited to the rows and columns where the map reaches 0.2 (elsewhere the frame is untouched)."""
+    """A heatmap's yellow wash prepared for one ROI size. The blend frame * (1 - alpha) + yellow * alpha
+    is split into a per-pixel factor and a uint8 addend, which stay the same on every frame until the
+    result changes, so a frame costs one multiply and one add (each rounded: at most one gray level
+    from the float blend). Limited to the rows and columns where the map reaches 0.2 (elsewhere the
+    frame is untouched)."""
 
     box: tuple  # (x, y, w, h) inside the ROI
-    alpha: np.ndarray  # float32 weights of yellow
-    keep: np.ndarray  # float32 weights of the frame (1 - alpha)
-    yellow: np.ndarray
+    keep: np.ndarray  # float32 (h, w, 3): 1 - alpha per channel
+    add: np.ndarray  # uint8 (h, w, 3): yellow * alpha, rounded
 
 
 def heat_alpha(heat: np.ndarray, w: int, h: int) -> np.ndarray | None:
@@ -75,9 +76,11 @@ def prepare_wash(heat: np.ndarray, w: int, h: int) -> Wash | None:
         return None
     x, y, bw, bh = cv2.boundingRect(cv2.compare(a, 0, cv2.CMP_GT))
     a = np.ascontiguousarray(a[y:y + bh, x:x + bw])
-    # per-channel constant planes merged by OpenCV: 15x faster than numpy broadcasting a BGR tuple
-    yellow = cv2.merge([np.full((bh, bw), c, np.uint8) for c in YELLOW])
-    return Wash((x, y, bw, bh), a, 1.0 - a, yellow)
+    keep = cv2.subtract(1.0, a)
+    # per-channel planes merged by OpenCV: 15x faster than numpy broadcasting a BGR tuple
+    add = cv2.merge([np.zeros((bh, bw), np.uint8) if c == 0 else
+                     cv2.convertScaleAbs(a, alpha=float(c)) for c in YELLOW])  # rounds and saturates
+    return Wash((x, y, bw, bh), cv2.merge([keep, keep, keep]), add)
 
 
 def heat_wash(region_bgr: np.ndarray, heat: np.ndarray, wash: Wash | None = None) -> None:
@@ -88,7 +91,7 @@ def heat_wash(region_bgr: np.ndarray, heat: np.ndarray, wash: Wash | None = None
         return
     x, y, bw, bh = wash.box
     sub = region_bgr[y:y + bh, x:x + bw]
-    sub[:] = cv2.blendLinear(sub, wash.yellow, wash.keep, wash.alpha)
+    cv2.add(cv2.multiply(sub, wash.keep, dtype=cv2.CV_8U), wash.add, dst=sub)
 
 
 def _slots(W, H, areas, pw, ph, pad):
@@ -200,7 +203,7 @@ def render(frame_bgr: np.ndarray, lo: FrameLayout | None, st: OverlayState, out:
             if st.roi_override is not None:
                 roi = st.roi_override
             else:
-                rel = res.pair.roi_doppler if a.mode == "doppler" else res.pair.roi_gs
+                rel = res.pair.area_roi(a.mode)
                 ax, ay, aw, ah = a.box
                 roi = (ax, ay, aw, ah) if rel is None else (ax + rel[0], ay + rel[1], min(rel[2], aw), min(rel[3], ah))
             x, y, w, h = (int(v) for v in roi)
@@ -214,7 +217,8 @@ def render(frame_bgr: np.ndarray, lo: FrameLayout | None, st: OverlayState, out:
                 cache = st.extra.setdefault("alpha", {})
                 if key not in cache or cache[key][0] is not res:
                     cache.clear() if len(cache) > 4 else None
-                    cache[key] = (res, prepare_wash(heat, w, h))
+                    made = getattr(res, "washes", None) or {}  # prepared on the inference thread
+                    cache[key] = (res, made[(a.mode, w, h)] if (a.mode, w, h) in made else prepare_wash(heat, w, h))
                 if cache[key][1] is not None:
                     heat_wash(out[y:y + h, x:x + w], heat, cache[key][1])
             cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), ROI_COLOUR, thick)

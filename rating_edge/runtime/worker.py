@@ -29,9 +29,12 @@ class Result:
     vs_prob: np.ndarray | None = None
     heat_gs: np.ndarray | None = None
     heat_doppler: np.ndarray | None = None
-    timings: dict = field(default_factory=dict)  # preprocess, infer, score (ms)
+    timings: dict = field(default_factory=dict)  # preprocess, infer, score, wash (ms)
     t_done: float = 0.0  # perf_counter
     error: str | None = None
+    # heatmap washes prepared for the pair's ROI sizes, {(mode, w, h): overlay.Wash | None}: made on the
+    # inference thread so the frame path only blends them
+    washes: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -44,6 +47,22 @@ def _finite_map(batch) -> np.ndarray | None:
         return None
     m = np.asarray(batch)[0]
     return m if np.isfinite(m).all() else None
+
+
+def _washes(pair: Pair, heat_gs, heat_dop) -> dict:
+    """The washes the overlay will draw next for this pair: each heatmap at its ROI's size (the whole
+    crop when there is no ROI), keyed as the overlay looks them up. A single-layout screen shows the
+    Doppler image when the pair is made; a GS wash is made by the overlay if the GS image returns."""
+    from rating_edge.runtime.overlay import prepare_wash
+
+    out = {}
+    for mode, heat, crop, roi in (("doppler", heat_dop, pair.doppler_bgr, pair.roi_doppler),
+                                  ("gs", heat_gs, pair.gs_bgr, pair.roi_gs)):
+        if heat is None or (crop is None and roi is None) or (mode == "gs" and pair.layout != "dual"):
+            continue
+        w, h = (int(roi[2]), int(roi[3])) if roi is not None else (crop.shape[1], crop.shape[0])
+        out[(mode, w, h)] = prepare_wash(heat, w, h)
+    return out
 
 
 class Scorer:
@@ -115,8 +134,15 @@ class Scorer:
             return Result(pair, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
                           t_done=time.perf_counter())
         heat_gs, heat_dop = (_finite_map(out.get(k)) for k in ("heat_gs", "heat_doppler"))
+        washes = {}
+        try:
+            washes = _washes(pair, heat_gs, heat_dop)
+        except Exception:  # noqa: BLE001 - the overlay prepares what is missing itself
+            washes = {}
+        t4 = time.perf_counter()
         return Result(pair, scores, sh_prob, vs_prob, heat_gs, heat_dop,
-                      {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "score": (t3 - t2) * 1e3}, t3)
+                      {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "score": (t3 - t2) * 1e3,
+                       "wash": (t4 - t3) * 1e3}, t4, washes=washes)
 
 
 class InferenceWorker(threading.Thread):
