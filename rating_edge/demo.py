@@ -319,7 +319,7 @@ class Demo:
 def cpu_form(pkg: Path) -> dict:
     """The fastest gated CPU form of the package on this CPU ({"backend", "precision", "variant", "why"}):
     OpenVINO INT8/BF16 on VNNI/AMX x86 when installed and gated, ONNX Runtime U8S8 otherwise (issue 15)."""
-    from rating_edge.infer.openvino import choose_cpu_form
+    from rating_edge.infer.cpu_forms import choose_cpu_form
     from rating_edge.package import load_package
 
     return choose_cpu_form(load_package(pkg))

@@ -146,3 +146,42 @@ def test_verify_gates_follow_the_precision(tmp_path):
         g, why = default_gates(pkg, None, backend)
         assert g.min_grade_agreement == 0.98 and g.max_prob_diff == 1.0, backend
         assert "OpenVINO" in why
+
+
+def _timed(pkg: Package, ms: dict, on: dict | None = None) -> Package:
+    from rating_edge.infer.cpu_forms import cpu_key
+
+    q = dict(pkg.meta["quantization"])
+    q["cpu_timing"] = {"on": on or cpu_key(), "batch": 1, "iters": 7, "ms": ms}
+    return Package(pkg.path, {**pkg.meta, "quantization": q})
+
+
+def test_measured_timings_on_this_cpu_decide(tmp_path):
+    """Timings made on this CPU model (quantize times every form) beat the expected order: the fastest
+    gated form runs, whatever the CPU class would suggest, and the reason gives the timings."""
+    ms = {"ort-fp32": 30.0, "ort-int8": 12.0, "openvino-fp32": 25.0, "openvino-bf16": 8.0, "openvino-int8": 10.0}
+    c = choose_cpu_form(_timed(_pkg(tmp_path), ms), "amx", have_openvino=True)
+    assert (c["backend"], c["precision"], c["measured"]) == ("openvino:bf16", "bf16", True)
+    assert "fastest measured on this CPU (openvino-bf16 8.0 ms per pair; openvino-int8 10.0" in c["why"]
+    # the same timings with BF16 below its gate: the next fastest gated form
+    c = choose_cpu_form(_timed(_pkg(tmp_path, bf16_agree=0.9), ms), "amx", have_openvino=True)
+    assert (c["backend"], c["variant"]) == ("openvino:int8", "int8-ov")
+    assert "openvino-bf16 (no gated form in the package)" in c["why"]
+    # ONNX Runtime's U8S8 measured fastest: it runs even on an AMX CPU
+    c = choose_cpu_form(_timed(_pkg(tmp_path), {**ms, "ort-int8": 5.0}), "amx", have_openvino=True)
+    assert (c["backend"], c["variant"]) == ("ort", "int8-u8s8")
+    # INT8 measured slower than FP32 (tiny networks, per-call overhead): FP32 runs
+    c = choose_cpu_form(_timed(_pkg(tmp_path), {"ort-fp32": 3.0, "ort-int8": 4.0}), "arm", have_openvino=False)
+    assert (c["backend"], c["precision"]) == ("ort", "fp32") and c["measured"]
+    # the OpenVINO precision resolution follows the same timings
+    assert openvino_form(_timed(_pkg(tmp_path), ms), None) == ("bf16", None)
+
+
+def test_timings_from_another_cpu_are_not_used(tmp_path):
+    from rating_edge.infer.cpu_forms import cpu_key
+
+    ms = {"ort-int8": 1.0, "openvino-int8": 50.0}
+    for other in ({**cpu_key(), "cpu": "Some Other CPU"}, {**cpu_key(), "cores": cpu_key()["cores"] + 6}):
+        c = choose_cpu_form(_timed(_pkg(tmp_path), ms, other), "amx", have_openvino=True)
+        assert c["backend"] == "openvino:int8" and not c["measured"]
+        assert "fastest expected openvino int8 (no timing made on this CPU model)" in c["why"]

@@ -35,7 +35,7 @@ def default_gates(package, variant: str | None = None, backend: str = "ort") -> 
     quantize`); a distilled student must keep DISTILL_GRADE_AGREEMENT."""
     precision = None
     if backend == "auto":  # gate what `auto` will run here
-        from rating_edge.infer.openvino import choose_cpu_form
+        from rating_edge.infer.cpu_forms import choose_cpu_form
 
         form = choose_cpu_form(package)
         backend, variant = form["backend"], variant or form["variant"]

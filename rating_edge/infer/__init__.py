@@ -38,7 +38,7 @@ def backend_options(backend: str, url: str | None = None, infer_timeout: float |
 def make_runner(package, backend: str = "ort", variant: str | None = None, **kw) -> Runner:
     """A runner for `package` (path or Package) on `backend`: "ort", "trt", "triton" (kw: url),
     "openvino[:fp32|bf16|int8]" (no precision: the fastest gated OpenVINO form here) or "auto" (the
-    fastest gated CPU form here, ONNX Runtime or OpenVINO: rating_edge.infer.openvino.choose_cpu_form).
+    fastest gated CPU form here, ONNX Runtime or OpenVINO: rating_edge.infer.cpu_forms.choose_cpu_form).
 
     `variant` None picks the form that fits the backend (`choose_variant`); "default" forces the
     package's main (FP32) graphs."""
@@ -48,7 +48,7 @@ def make_runner(package, backend: str = "ort", variant: str | None = None, **kw)
         package = load_package(package)
     backend = resolve_backend(backend)
     if backend == AUTO:
-        from rating_edge.infer.openvino import choose_cpu_form
+        from rating_edge.infer.cpu_forms import choose_cpu_form
 
         form = choose_cpu_form(package)
         backend = resolve_backend(form["backend"])

@@ -24,6 +24,16 @@ import numpy as np
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.base import GraphRunner
+# re-exported: the CPU-form choice lived here first
+from rating_edge.infer.cpu_forms import (  # noqa: F401
+    CPU_ORDER,
+    choose_cpu_form,
+    cpu_class,
+    cpu_flags,
+    gated_forms,
+    measured_here,
+    openvino_available,
+)
 from rating_edge.infer.errors import EngineMismatch, EngineUnavailable
 from rating_edge.infer.names import OPENVINO_PRECISIONS, resolve_backend, split_backend
 from rating_edge.package import Package
@@ -35,49 +45,12 @@ OV_INT8_VARIANT = "int8-ov"
 INSTALL_HINT = "pip install 'rating-edge[openvino]'"
 
 
-def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _core():
     try:
         import openvino as ov
     except ImportError:
         raise EngineUnavailable(f"OpenVINO is not installed: {INSTALL_HINT}") from None
     return ov, ov.Core()
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_class(flags: set[str] | None = None, machine: str | None = None) -> str:
-    """"amx", "vnni" (AVX-512 VNNI or AVX-VNNI), "avx2", "arm" or "other": what decides whether INT8
-    and BF16 pay off here (AMX runs both; VNNI runs INT8 ~2-4x FP32; plain AVX2 INT8 gains little and
-    BF16 is emulated, i.e. slower than FP32)."""
-    flags = cpu_flags() if flags is None else flags
-    machine = (machine or platform.machine()).lower()
-    if machine in ("aarch64", "arm64") or machine.startswith("arm"):
-        return "arm"
-    if "amx_int8" in flags or "amx_bf16" in flags:
-        return "amx"
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
-        return "vnni"
-    if "avx2" in flags:
-        return "avx2"
-    return "other"
 
 
 def machine_key(core=None) -> dict:
@@ -211,68 +184,6 @@ def parse_backend(backend: str) -> tuple[str, str | None]:
     return split_backend(resolve_backend(backend))
 
 
-def gated_forms(package: Package) -> dict[str, dict]:
-    """The reduced-precision forms this package's quantization gate passed, by name
-    ("ort-int8", "openvino-int8", "openvino-bf16"), each with its report. FP32 needs no gate."""
-    q = package.meta.get("quantization") or {}
-    gate = float(q.get("gate") or 0.98)
-    reports = q.get("reports") or {}
-    variants = package.meta.get("variants", {})
-    out = {}
-    if package.meta.get("precision") == "int8" and "int8-u8s8" in variants and "int8-u8s8" in reports:
-        out["ort-int8"] = {"variant": "int8-u8s8", "report": reports["int8-u8s8"]}
-    ovq = q.get("openvino") or {}
-    v = ovq.get("int8_variant")
-    rep = reports.get(ovq.get("int8_report", v))  # OpenVINO reading the Q/DQ ONNX has a report of its own
-    if v and v in variants and rep and rep["combined_agreement"] >= gate:
-        out["openvino-int8"] = {"variant": v, "report": rep}
-    if "openvino-bf16" in reports and reports["openvino-bf16"]["combined_agreement"] >= gate:
-        out["openvino-bf16"] = {"variant": None, "report": reports["openvino-bf16"]}
-    return out
-
-
-# Expected speed order of the CPU forms per CPU class (measured on an AMX Xeon, docs/openvino.md;
-# VNNI/AVX2/ARM from the kernels each library has there: OpenVINO INT8 uses VNNI/AMX, BF16 only pays
-# with AMX, and on ARM ONNX Runtime's dot-product INT8 kernels are the better-kept path).
-CPU_ORDER = {
-    "amx": ("openvino-int8", "openvino-bf16", "ort-int8", "openvino-fp32", "ort-fp32"),
-    "vnni": ("openvino-int8", "ort-int8", "openvino-fp32", "ort-fp32"),
-    "avx2": ("openvino-int8", "ort-int8", "openvino-fp32", "ort-fp32"),
-    "arm": ("ort-int8", "ort-fp32", "openvino-fp32"),
-    "other": ("ort-int8", "ort-fp32"),
-}
-
-
-def choose_cpu_form(package: Package, cls: str | None = None, have_openvino: bool | None = None) -> dict:
-    """The fastest gated CPU form of `package` here: {"backend", "precision", "variant", "why"}; the
-    backend string is what `make_runner`/`--backend` take (e.g. "openvino:int8")."""
-    cls = cls or cpu_class()
-    have_openvino = openvino_available() if have_openvino is None else have_openvino
-    gated = gated_forms(package)
-    missing = []
-    for form in CPU_ORDER.get(cls, CPU_ORDER["other"]):
-        backend, prec = form.split("-")
-        if backend == "openvino" and not have_openvino:
-            missing.append(f"{form} (OpenVINO not installed)")
-            continue
-        if prec != "fp32" and form not in gated:
-            missing.append(f"{form} (no gated form in the package)")
-            continue
-        if prec == "fp32":
-            variant = "default"
-            why = "no reduced-precision form passed its gate" if not gated else "reduced precision gated, but not faster here"
-        else:
-            variant = gated[form]["variant"] or "default"
-            rep = gated[form]["report"]
-            why = f"gate passed: combined agreement {rep['combined_agreement']:.3f} on {rep['pairs']} held-out pairs"
-        skipped = f"; skipped {', '.join(missing)}" if missing else ""
-        return {"backend": "openvino:" + prec if backend == "openvino" else "ort", "precision": prec,
-                "variant": variant, "cpu_class": cls,
-                "why": f"{cls} CPU: fastest expected {backend} {prec}; {why}{skipped}"}
-    return {"backend": "ort", "precision": "fp32", "variant": "default", "cpu_class": cls,
-            "why": f"{cls} CPU: ONNX Runtime FP32 (nothing else available)"}
-
-
 def openvino_form(package: Package, precision: str | None = None, variant: str | None = None) -> tuple[str, str | None]:
     """(precision, variant) an OpenVINO runner uses: the one asked for, else the fastest gated form
     here (int8 > bf16 > fp32 per `CPU_ORDER`)."""
@@ -283,7 +194,9 @@ def openvino_form(package: Package, precision: str | None = None, variant: str |
             return "fp32", None
         cls = cpu_class()
         gated = gated_forms(package)
-        for form in CPU_ORDER.get(cls, CPU_ORDER["other"]):
+        measured = measured_here(package) or {}
+        order = sorted(measured, key=measured.get) + list(CPU_ORDER.get(cls, CPU_ORDER["other"]))
+        for form in order:
             if form.startswith("openvino-") and (form in gated or form.endswith("fp32")):
                 precision = form.split("-")[1]
                 return precision, (gated[form]["variant"] if form in gated else None)
