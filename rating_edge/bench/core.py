@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from rating_edge.infer.cpu_forms import cpu_model
+
 
 @dataclass
 class Candidate:
@@ -48,19 +50,8 @@ def summarize(name: str, times_ms: np.ndarray, batch: int = 1) -> dict:
             "latencies_ms": [round(float(t), 4) for t in times_ms]}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info(threads: int | None = None) -> dict:
-    info = {"host": platform.node(), "platform": platform.platform(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+    info = {"host": platform.node(), "platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), "threads": threads}
     try:
         info["loadavg_1m"] = os.getloadavg()[0]  # > cores means other jobs shared the CPU during the run

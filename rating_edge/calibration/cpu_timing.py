@@ -22,14 +22,20 @@ def time_cpu_forms(package: Package, gs: np.ndarray, doppler: np.ndarray, forms:
     ms = {}
     for form, (backend, variant) in forms.items():
         with make_runner(package, backend, variant=variant) as r:
-            for _ in range(2):
-                r.infer(feed)
-            times = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                r.infer(feed)
-                times.append((time.perf_counter() - t0) * 1e3)
-        ms[form] = round(float(np.median(times)), 3)
+            ms[form] = round(median_ms(r, feed, iters, warmup=2), 3)
         if log is not None:
             log(f"  timed {form}: {ms[form]:.1f} ms per pair (batch 1, median of {iters})")
     return {"on": cpu_key(), "batch": 1, "iters": iters, "ms": ms}
+
+
+def median_ms(runner, feed: dict, iters: int, warmup: int = 1) -> float:
+    """Median milliseconds of `runner.infer(feed)` over `iters` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        runner.infer(feed)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        runner.infer(feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+

@@ -326,21 +326,11 @@ def _time_forms(cand: Package, held: CalibSet, ov_record: dict | None, log) -> d
 
 def _time_batch1(package: Package, variant: str, held: CalibSet, iters: int = 5) -> float:
     """Median batch-1 milliseconds of OpenVINO INT8 on `variant` (after one warm-up pair)."""
-    import time
-
-    import numpy as np
-
+    from rating_edge.calibration.cpu_timing import median_ms
     from rating_edge.infer.openvino import OpenVinoRunner
 
-    feed = {"gs": held.gs[:1], "doppler": held.doppler[:1]}
     with OpenVinoRunner(package, precision="int8", variant=variant) as r:
-        r.infer(feed)
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            r.infer(feed)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+        return median_ms(r, {"gs": held.gs[:1], "doppler": held.doppler[:1]}, iters)
 
 
 def _draw(folder, ref: dict, outputs: dict, log) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+
 from rating_edge.package import Package
 
 FORMS = ("ort-fp32", "ort-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")

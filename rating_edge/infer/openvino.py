@@ -24,6 +24,7 @@ import numpy as np
 
 from rating_edge.errors import RatingEdgeError
 from rating_edge.infer.base import GraphRunner
+
 # re-exported: the CPU-form choice lived here first
 from rating_edge.infer.cpu_forms import (  # noqa: F401
     CPU_ORDER,
