@@ -274,7 +274,8 @@ class Demo:
         # --pace: the recording plays at its frame rate and frames are dropped like a live feed, so the
         # latency and accuracy are those a user at the scanner would see.
         self.timed_stage("run", lambda: self.cli(
-            "run", "run", "--package", pkg, "--backend", form["backend"], "--variant", form["variant"], "--source", video,
+            # `auto` makes the same choice inside `run`, with the thread count measured for it
+            "run", "run", "--package", pkg, "--backend", "auto", "--source", video,
             "--pace", "--out", out / "overlay.mp4", "--log", out / "session.db", "--report", out / "report.json",
             "--snapshots", out / "snapshots", "--snapshot-every", self.settings.snapshot_every))
         return {"overlay": out / "overlay.mp4", "log": out / "session.db", "report": out / "report.json"}

@@ -148,11 +148,11 @@ def test_verify_gates_follow_the_precision(tmp_path):
         assert "OpenVINO" in why
 
 
-def _timed(pkg: Package, ms: dict, on: dict | None = None) -> Package:
+def _timed(pkg: Package, ms: dict, on: dict | None = None, threads: dict | None = None) -> Package:
     from rating_edge.infer.cpu_forms import cpu_key
 
     q = dict(pkg.meta["quantization"])
-    q["cpu_timing"] = {"on": on or cpu_key(), "batch": 1, "iters": 7, "ms": ms}
+    q["cpu_timing"] = {"on": on or cpu_key(), "batch": 1, "iters": 7, "ms": ms, "threads": threads or {}}
     return Package(pkg.path, {**pkg.meta, "quantization": q})
 
 
@@ -185,3 +185,32 @@ def test_timings_from_another_cpu_are_not_used(tmp_path):
         c = choose_cpu_form(_timed(_pkg(tmp_path), ms, other), "amx", have_openvino=True)
         assert c["backend"] == "openvino:int8" and not c["measured"]
         assert "fastest expected openvino int8 (no timing made on this CPU model)" in c["why"]
+
+
+def test_measured_thread_count_goes_with_the_choice(tmp_path, monkeypatch):
+    """The thread count a form ran fastest at here is part of the choice, and `make_runner(pkg, "auto")`
+    uses it unless the caller or RATING_EDGE_THREADS says otherwise."""
+    import rating_edge.infer as infer
+
+    pkg = _timed(_pkg(tmp_path), {"ort-int8": 20.0, "openvino-int8": 10.0}, threads={"openvino-int8": 1, "ort-int8": 2})
+    c = choose_cpu_form(pkg, "amx", have_openvino=True)
+    assert c["threads"] == 1 and "openvino-int8 10.0 ms per pair at 1 thread" in c["why"]
+    seen = {}
+
+    class Fake:
+        def __init__(self, package, precision=None, variant=None, **kw):
+            seen.update(precision=precision, variant=variant, **kw)
+
+    import rating_edge.infer.openvino as ovmod
+
+    monkeypatch.setattr(ovmod, "OpenVinoRunner", Fake)
+    monkeypatch.setattr("rating_edge.infer.cpu_forms.openvino_available", lambda: True)
+    monkeypatch.delenv("RATING_EDGE_THREADS", raising=False)
+    infer.make_runner(pkg, "auto")
+    assert seen == {"precision": "int8", "variant": "int8-ov", "threads": 1}
+    infer.make_runner(pkg, "auto", threads=2)
+    assert seen["threads"] == 2
+    monkeypatch.setenv("RATING_EDGE_THREADS", "2")
+    seen.clear()
+    infer.make_runner(pkg, "auto")
+    assert "threads" not in seen  # the environment's policy applies inside the runner

@@ -122,6 +122,12 @@ def test_quantize_makes_gated_openvino_int8_variant(pkgs, feed, tmp_path):
     t = rec["cpu_timing"]
     assert set(t["ms"]) >= {"ort-fp32", "ort-int8", "openvino-fp32", "openvino-int8"}
     assert t["on"]["cores"] == os.cpu_count() and t["on"]["cpu_class"] == cpu_class()
+    from rating_edge.threads import inference_threads
+
+    # each form timed at 1 thread and at every core the thread policy gives; its figure is the faster, with that thread count
+    for form, by_n in t["ms_by_threads"].items():
+        assert set(by_n) == {str(n) for n in {1, inference_threads()}}
+        assert t["ms"][form] == min(by_n.values()) and by_n[str(t["threads"][form])] == t["ms"][form]
     c = choose_cpu_form(pkg)
     fastest = min(t["ms"], key=t["ms"].get)
     assert c["measured"] and "fastest measured on this CPU" in c["why"] and f"({fastest} " in c["why"]

@@ -11,21 +11,31 @@ from rating_edge.package import Package
 
 
 def time_cpu_forms(package: Package, gs: np.ndarray, doppler: np.ndarray, forms: dict, iters: int = 7,
-                   log=None) -> dict:
-    """Median batch-1 milliseconds of each form {form: (backend, variant)} on one pair, each form timed
-    on its own after two warm-up pairs (timing them in turn would let the forms evict each other's
-    weights from the caches, which slowed the paper stack by 1.7x). Recorded with the machine it ran
-    on (`cpu_key`) for `choose_cpu_form`."""
+                   log=None, thread_counts=None) -> dict:
+    """Median batch-1 milliseconds of each form {form: (backend, variant)} on one pair, at one thread and
+    at every core (`thread_counts`), each timing on its own after two warm-up pairs (timing the forms in
+    turn would let them evict each other's weights from the caches, which slowed the paper stack by
+    1.7x). A form's figure is its faster thread count, recorded beside it: on this project's 2-vCPU
+    machine OpenVINO's AMX INT8 ran no faster on two threads than on one (the vCPUs share the AMX
+    throughput), while ONNX Runtime's VNNI kernels gained 1.5-1.7x, so the thread count is measured,
+    not assumed. Recorded with the machine (`cpu_key`) for `choose_cpu_form`."""
     from rating_edge.infer import make_runner
+    from rating_edge.threads import inference_threads
 
+    counts = sorted(set(thread_counts or (1, inference_threads())))
     feed = {"gs": gs[:1], "doppler": doppler[:1]}
-    ms = {}
+    by_threads: dict = {}
     for form, (backend, variant) in forms.items():
-        with make_runner(package, backend, variant=variant) as r:
-            ms[form] = round(median_ms(r, feed, iters, warmup=2), 3)
+        for n in counts:
+            with make_runner(package, backend, variant=variant, threads=n) as r:
+                by_threads.setdefault(form, {})[str(n)] = round(median_ms(r, feed, iters, warmup=2), 3)
+        best = min(by_threads[form], key=by_threads[form].get)
         if log is not None:
-            log(f"  timed {form}: {ms[form]:.1f} ms per pair (batch 1, median of {iters})")
-    return {"on": cpu_key(), "batch": 1, "iters": iters, "ms": ms}
+            log(f"  timed {form}: " + ", ".join(f"{ms:.1f} ms at {n} thread{'s' if n != '1' else ''}"
+                                              for n, ms in by_threads[form].items()) + " per pair (batch 1)")
+    ms = {f: min(t.values()) for f, t in by_threads.items()}
+    threads = {f: int(min(t, key=t.get)) for f, t in by_threads.items()}
+    return {"on": cpu_key(), "batch": 1, "iters": iters, "ms": ms, "threads": threads, "ms_by_threads": by_threads}
 
 
 def median_ms(runner, feed: dict, iters: int, warmup: int = 1) -> float:

@@ -53,6 +53,10 @@ def make_runner(package, backend: str = "ort", variant: str | None = None, **kw)
         form = choose_cpu_form(package)
         backend = resolve_backend(form["backend"])
         variant = variant or form["variant"]
+        from rating_edge.threads import from_env
+
+        if form.get("threads") and kw.get("threads") is None and from_env() is None:
+            kw["threads"] = form["threads"]  # measured fastest here; RATING_EDGE_THREADS still wins
     name, opt = split_backend(backend)
     if name == "openvino":
         from rating_edge.infer.openvino import OpenVinoRunner, openvino_form

@@ -117,16 +117,19 @@ def choose_cpu_form(package: Package, cls: str | None = None, have_openvino: boo
             rep = gated[form]["report"]
             why = f"gate passed: combined agreement {rep['combined_agreement']:.3f} on {rep['pairs']} held-out pairs"
         skipped = f"; skipped {', '.join(missing)}" if missing else ""
+        threads = None
         if measured and form in measured:
+            threads = measured_threads(package, form) if timings is None else None
+            at = f" at {threads} thread{'s' if threads != 1 else ''}" if threads else ""
             others = ", ".join(f"{f} {measured[f]:.1f}" for f in sorted(measured, key=measured.get) if f != form)
-            how = f"fastest measured on this CPU ({form} {measured[form]:.1f} ms per pair{'; ' + others if others else ''})"
+            how = f"fastest measured on this CPU ({form} {measured[form]:.1f} ms per pair{at}{'; ' + others if others else ''})"
         else:
             how = f"fastest expected {backend} {prec}" + (" (no timing made on this CPU model)" if not measured else "")
         return {"backend": "openvino:" + prec if backend == "openvino" else "ort", "precision": prec,
                 "variant": variant, "cpu_class": cls, "measured": bool(measured and form in measured),
-                "why": f"{cls} CPU: {how}; {why}{skipped}"}
+                "threads": threads, "why": f"{cls} CPU: {how}; {why}{skipped}"}
     return {"backend": "ort", "precision": "fp32", "variant": "default", "cpu_class": cls, "measured": False,
-            "why": f"{cls} CPU: ONNX Runtime FP32 (nothing else available)"}
+            "threads": None, "why": f"{cls} CPU: ONNX Runtime FP32 (nothing else available)"}
 
 
 def cpu_model() -> str:
@@ -146,12 +149,20 @@ def cpu_key() -> dict:
     return {"cpu": cpu_model(), "cpu_class": cpu_class(), "cores": os.cpu_count() or 1}
 
 
+def _timing_here(package: Package) -> dict:
+    t = (package.meta.get("quantization") or {}).get("cpu_timing") or {}
+    on, here = t.get("on") or {}, cpu_key()
+    return t if t.get("ms") and all(on.get(k) == here[k] for k in ("cpu", "cpu_class", "cores")) else {}
+
+
 def measured_here(package: Package) -> dict | None:
     """The package's batch-1 timings of its CPU forms, {form: ms}, when they were made on this CPU
     model with as many cores; else None."""
-    t = (package.meta.get("quantization") or {}).get("cpu_timing") or {}
-    on, ms = t.get("on") or {}, t.get("ms") or {}
-    here = cpu_key()
-    if not ms or any(on.get(k) != here[k] for k in ("cpu", "cpu_class", "cores")):
-        return None
-    return {f: float(v) for f, v in ms.items() if f in FORMS and v is not None}
+    ms = _timing_here(package).get("ms") or {}
+    return {f: float(v) for f, v in ms.items() if f in FORMS and v is not None} or None
+
+
+def measured_threads(package: Package, form: str) -> int | None:
+    """The thread count `form` ran fastest at on this CPU model (None: not measured here)."""
+    n = (_timing_here(package).get("threads") or {}).get(form)
+    return int(n) if n else None
