@@ -98,14 +98,18 @@ def write_model_json(folder, meta: dict, artifacts: list[str] | None = None) -> 
     return publish_json(folder / PACKAGE_FILE, meta)
 
 
-def write_engines_json(folder, engines: list[dict], files: list[str]) -> Path:
+def write_engines_json(folder, engines: list[dict], files: list[str], cpu_timings: list[dict] | None = None) -> Path:
     """Write engines.json: the engine records (each with its file's SHA-256) and other files the build
-    made (FP16 graphs), bound to the model.json they were built from."""
+    made (FP16 graphs), bound to the model.json they were built from, and the CPU forms' timings made by
+    `rating-edge build --cpu` on each machine (kept as they are when `cpu_timings` is None)."""
     folder = Path(folder)
+    if cpu_timings is None and (folder / ENGINES_FILE).is_file():
+        cpu_timings = _read_engines(folder, folder / PACKAGE_FILE).get("cpu_timings")
     recs = [{**e, **artifact_record(folder, e["file"])} for e in engines]
     data = {"format": ENGINES_FORMAT, "format_version": 1,
             "model_sha256": sha256_file(folder / PACKAGE_FILE), "toolkit_version": __version__,
-            "engines": recs, "files": {f: artifact_record(folder, f) for f in sorted(set(files))}}
+            "engines": recs, "files": {f: artifact_record(folder, f) for f in sorted(set(files))},
+            **({"cpu_timings": cpu_timings} if cpu_timings else {})}
     return publish_json(folder / ENGINES_FILE, data)
 
 
@@ -224,6 +228,7 @@ def load_package(path, verify: bool = True) -> Package:
             records.setdefault(e["file"], e)
         for f, rec in side.get("files", {}).items():
             records.setdefault(f, rec)
+        meta["cpu_timings"] = side.get("cpu_timings", [])  # this machine's is picked by infer.cpu_forms
     for rel in records:
         resolve_inside(path, rel, PackageError, "artifact")
     extra = _unlisted(path, set(records))

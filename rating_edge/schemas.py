@@ -114,6 +114,11 @@ ENGINES = {  # engines.json: what `rating-edge build` added to a package, beside
         "model_sha256": SHA256,
         "engines": {"type": "array", "items": {**ENGINE, "required": ["file", "precision", "sha256"]}},
         "files": {"type": "object", "propertyNames": REL_PATH, "additionalProperties": ARTIFACT},
+        "cpu_timings": {"type": "array", "items": {
+            "type": "object", "required": ["on", "ms"],
+            "properties": {"on": {"type": "object", "required": ["cpu", "cpu_class", "cores"]},
+                           "ms": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+                           "threads": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}}}},
     },
 }
 

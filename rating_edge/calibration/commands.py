@@ -144,8 +144,22 @@ def build_cmd(
     workspace: int = typer.Option(2048, "--workspace", help="Builder workspace memory pool limit in MB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Read/update this timing cache file."),
     max_batch: int = typer.Option(1, "--max-batch", help="Largest batch of the optimization profile (dynamic packages)."),
+    cpu: bool = typer.Option(False, "--cpu", help="No TensorRT: time the package's gated CPU forms (ONNX Runtime, "
+                             "OpenVINO) on this machine and record them, so `--backend auto` runs the fastest here."),
 ):
-    """Build a TensorRT engine on this machine and record it in the package's engines.json."""
+    """Build a TensorRT engine on this machine and record it in the package's engines.json (or, with
+    --cpu, this machine's timings of the CPU forms)."""
+    if cpu:
+        from rating_edge.calibration.cpu_timing import record_cpu_timing
+        from rating_edge.infer.cpu_forms import choose_cpu_form
+        from rating_edge.package import load_package
+
+        record_cpu_timing(pkg, log=lambda m: console.print(m, markup=False))
+        form = choose_cpu_form(load_package(pkg))
+        console.print(f"[green]recorded[/] this machine's CPU timings in {pkg}/engines.json; auto runs "
+                      f"{form['backend']} ({form['variant']} graphs): {form['why']}", soft_wrap=True)
+        console.print(f"next: rating-edge run ... --package {pkg} --backend auto", soft_wrap=True)
+        return
     from rating_edge.calibration.trt_build import build_engine
 
     check_count("--dla-core", dla_core, 0)

@@ -49,3 +49,38 @@ def median_ms(runner, feed: dict, iters: int, warmup: int = 1) -> float:
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times))
 
+
+
+def record_cpu_timing(path, iters: int = 7, log=print) -> dict:
+    """`rating-edge build PKG --cpu`: time the package's gated CPU forms on this machine and record them
+    in engines.json (this machine's earlier timing replaced, other machines' kept), so `auto` picks by
+    what this CPU measured. The package is quantized on one machine and runs on a scanner cart with
+    another CPU: there the cart's own timings decide."""
+    from pathlib import Path
+
+    from rating_edge.export.inputs import random_pairs
+    from rating_edge.infer.cpu_forms import gated_forms, openvino_available
+    from rating_edge.package import PACKAGE_FILE, _read_engines, load_package, write_engines_json
+
+    path = Path(path)
+    pkg = load_package(path)
+    gated = gated_forms(pkg)
+    forms = {"ort-fp32": ("ort", "default")}
+    if "ort-int8" in gated:
+        forms["ort-int8"] = ("ort", gated["ort-int8"]["variant"])
+    if openvino_available():
+        import openvino as ov
+
+        forms["openvino-fp32"] = ("openvino:fp32", None)
+        if "openvino-bf16" in gated and "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            forms["openvino-bf16"] = ("openvino:bf16", None)
+        if "openvino-int8" in gated:
+            forms["openvino-int8"] = ("openvino:int8", gated["openvino-int8"]["variant"])
+    else:
+        log("OpenVINO is not installed: timing the ONNX Runtime forms only (pip install 'rating-edge[openvino]')")
+    gs, dop = random_pairs(1, pkg.spec.input_size, seed=0)
+    rec = time_cpu_forms(pkg, gs, dop, forms, iters=iters, log=log)
+    side = _read_engines(path, path / PACKAGE_FILE) or {}
+    others = [t for t in side.get("cpu_timings", []) if t.get("on") != rec["on"]]
+    write_engines_json(path, side.get("engines", []), list(side.get("files", {})), others + [rec])
+    return rec

@@ -150,9 +150,16 @@ def cpu_key() -> dict:
 
 
 def _timing_here(package: Package) -> dict:
-    t = (package.meta.get("quantization") or {}).get("cpu_timing") or {}
-    on, here = t.get("on") or {}, cpu_key()
-    return t if t.get("ms") and all(on.get(k) == here[k] for k in ("cpu", "cpu_class", "cores")) else {}
+    """The timings made on this machine: by `rating-edge build --cpu` here (engines.json; the newest
+    first), else by `rating-edge quantize` if it ran on the same CPU model with as many cores."""
+    here = cpu_key()
+    made = list(reversed(package.meta.get("cpu_timings") or []))
+    made.append((package.meta.get("quantization") or {}).get("cpu_timing") or {})
+    for t in made:
+        on = t.get("on") or {}
+        if t.get("ms") and all(on.get(k) == here[k] for k in ("cpu", "cpu_class", "cores")):
+            return t
+    return {}
 
 
 def measured_here(package: Package) -> dict | None:
