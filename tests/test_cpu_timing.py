@@ -37,3 +37,16 @@ def test_build_cpu_records_this_machines_timings(small_shared_stack_pkg, tmp_pat
     assert json.loads((pkg / "engines.json").read_text())["cpu_timings"] == timings
     # the foreign machine's (absurdly fast) figure never decides here
     assert "0.0 ms" not in choose_cpu_form(load_package(pkg))["why"]
+
+
+def test_session_log_names_the_engine_auto_chose(small_shared_stack_pkg, tmp_path):
+    """`run --backend auto` logs what ran (backend, precision, graphs, threads), not only "auto"."""
+    import sqlite3
+
+    from rating_edge.runtime.app import RunConfig, run
+
+    cfg = RunConfig(source="phantom://?seed=1&fps=10&size=640x360&seconds=1", package=str(small_shared_stack_pkg),
+                    backend="auto", log=str(tmp_path / "s.db"), max_frames=5)
+    run(cfg)
+    (label,) = sqlite3.connect(tmp_path / "s.db").execute("SELECT backend FROM sessions").fetchone()
+    assert label.startswith("auto -> ") and "fp32 (default graphs, 1 thread)" in label, label

@@ -116,6 +116,24 @@ def backend_options(cfg: RunConfig) -> dict:
     return {**opts, "wait_for_server": True} if opts else {}
 
 
+def engine_label(asked: str, runner) -> str:
+    """What the session log records as the backend: what ran, not only what was asked ("auto" names the
+    form it chose, with its graphs and threads), so a logged grade can be traced to the exact engine."""
+    if runner is None:
+        return asked
+    try:
+        d = runner.describe()
+    except Exception:  # noqa: BLE001 - a runner that cannot describe itself still runs
+        return asked
+    parts = [str(d.get("backend", asked)), str(d.get("precision", "") or "")]
+    if d.get("variant"):
+        parts.append(f"({d['variant']} graphs")
+        n = d.get("threads")
+        parts[-1] += (f", {n} thread{'s' if n != 1 else ''})" if n else ")")
+    ran = " ".join(p for p in parts if p)
+    return ran if asked in (d.get("backend"), "") else f"{asked} -> {ran}"
+
+
 def open_engine(cfg: RunConfig, runner, errors: ErrorReport):
     """(scorer or None, model id, package hash, banner). A tampered package or an engine that must be
     rebuilt here raises (EngineMismatch: only the user can fix it); any other failure to start the
@@ -193,8 +211,9 @@ def build_pipeline(cfg: RunConfig, runner=None, window=None, source: Source | No
         pairer = Pairer(cfg.max_pair_age_s, cfg.min_similarity, profile.roi, doppler_params)
         log = None
         if cfg.log:
+            label = engine_label(cfg.backend, scorer.runner if scorer is not None else None)
             log = LogStage(lambda: SessionLog(cfg.log, source=str(cfg.source), package=str(cfg.package or ""),
-                                              package_hash=pkg_hash, backend=cfg.backend, busy_ms=20,
+                                              package_hash=pkg_hash, backend=label, busy_ms=20,
                                               variant=cfg.variant),
                            errors, stats, banner=banner, report_extra={"source": str(cfg.source), "model": model_id})
             if banner:
