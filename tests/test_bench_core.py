@@ -50,6 +50,7 @@ def test_run_bench_shape_ratios_and_one_model_at_a_time():
     rep = run_bench([_cand("naive", 0.02, p, log), _cand("fast", 0.005, q, log)], iters=3, warmup=1)
     assert log == ["setup naive", "teardown naive", "setup fast", "teardown fast"]
     assert set(rep) >= {"machine", "results"} and "cpu" in rep["machine"]
+    assert set(rep["machine"]["host_reference_ms"]) == {"before", "after"}
     names = [r["name"] for r in rep["results"]]
     assert names == ["naive", "fast"]
     for r in rep["results"]:
@@ -111,5 +112,7 @@ def test_bench_runtime_overhead_cli(tmp_path):
     assert set(ro["latency_ms"]) >= {"capture", "layout", "pairing", "preprocess", "score", "render", "total"}
     assert ro["latency_ms"]["total"]["p50"] > 0
     assert rep["results"] == [] and "machine" in rep
+    ref = rep["machine"]["host_reference_ms"]  # the host's own speed around the run, to compare runs by
+    assert set(ref) == {"before", "after"} and all(v["resize_1080p_area"] > 0 and v["matmul_256"] > 0 for v in ref.values())
     res = CliRunner().invoke(app, ["bench"])
     assert res.exit_code != 0

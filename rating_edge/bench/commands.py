@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
             _runtime_size(runtime_size)
             if runtime_frames < 1:
                 raise RatingEdgeError("--runtime-frames must be at least 1")
-        from rating_edge.bench.core import machine_info, render_table, run_bench
+        from rating_edge.bench.core import host_reference_ms, machine_info, render_table, run_bench
         from rating_edge.export.inputs import random_pairs
         from rating_edge.model.checkpoint import read_manifest
         from rating_edge.package import load_package
@@ -160,8 +160,10 @@ def register(app: typer.Typer) -> None:
         if reference is None:
             if runtime is None:
                 raise RatingEdgeError("give --reference CKPT (the naive baseline) and packages, and/or --runtime SOURCE")
+            before = host_reference_ms()
             report = {"machine": machine_info(threads), "results": []}
             report["runtime_overhead"] = _runtime_overhead(runtime, runtime_frames, runtime_size)
+            report["machine"]["host_reference_ms"] = {"before": before, "after": host_reference_ms()}
             _finish(report, json_out)
             return
         spec = read_manifest(reference)["spec_obj"]
