@@ -253,3 +253,38 @@ def test_background_area_search_follows_a_shrinking_picture():
         switched = boxes.index(small_box)
         assert switched <= 5 + p.redetect_every + SEARCH_LAG
     assert runs[0].index(small_box) >= runs[2].index(small_box)  # background: a few frames later at most
+
+
+def test_capture_card_bars_are_not_the_scanner_screen():
+    """A screen fitted into a capture frame of another aspect ratio (equal black bars left and right, or
+    top and bottom) is understood on its own: the same areas and modes as the screen alone, in frame
+    pixels. A scanner's own black margin on one side is not taken for padding, nor is a black frame."""
+    from rating_edge.runtime.layout import capture_padding
+
+    sc = video.PhantomScanner(seed=5, size=(960, 720), fps=10, layout="single", theme="meridian")
+    img, t = next((img, t) for img, t in (sc.frame(i) for i in range(0, 200, 7))
+                  if t["signal"] and not t["frozen"] and t["areas"][0]["mode"] == "doppler")
+    want = LayoutDetector().detect(img)
+    # the phantom's own screen is drawn on dark grey, not on the bars' pure black
+    boxed = np.zeros((720, 1280, 3), np.uint8)
+    boxed[:, 160:1120] = img
+    x, y, w, h = capture_padding(boxed)  # to the sampling grid: at most 7 bar columns stay inside
+    assert 153 <= x <= 160 and y == 0 and 960 <= w <= 967 and h == 720
+    got = LayoutDetector().detect(boxed)
+    assert got.layout == want.layout and len(got.areas) == len(want.areas) == 1
+    a, b = got.areas[0], want.areas[0]
+    assert a.mode == b.mode == "doppler"
+
+    def near(p, q):  # the area search's grid may fall a pixel or two differently on the cropped screen
+        return all(abs(u - v) <= 4 for u, v in zip(p, q))
+
+    assert near(a.box, (b.box[0] + 160, b.box[1], b.box[2], b.box[3]))
+    assert near(a.doppler_box, (b.doppler_box[0] + 160, b.doppler_box[1], b.doppler_box[2], b.doppler_box[3]))
+    letter = np.zeros((900, 960, 3), np.uint8)
+    letter[90:810] = img
+    pad = capture_padding(letter)
+    assert pad is not None and pad[0] == 0 and pad[1] in range(81, 91) and pad[2] == 960
+    one_side = np.zeros((720, 1280, 3), np.uint8)
+    one_side[:, 320:] = img[:, :960]
+    assert capture_padding(one_side) is None  # unequal: the scanner's own margin, not padding
+    assert capture_padding(np.zeros((720, 1280, 3), np.uint8)) is None

@@ -698,6 +698,53 @@ def _sides_still_drawn(area_bgr: np.ndarray, corners, p: LayoutParams) -> bool:
 _ELLIPSE5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
+# A capture card that fits a screen of another aspect ratio into its frame pads it with equal black bars
+BAR_LEVEL = 16  # padding is (near) pure black ...
+BAR_FLAT = 3  # ... and uniform down the whole column (or along the whole row)
+BAR_MIN = 0.03  # each bar at least this share of the frame's width (height)
+BAR_MAX_FIT = 0.5  # the screen between them at least this share (4:3 in 16:9 fills 75 %)
+
+
+def capture_padding(frame_bgr: np.ndarray) -> tuple | None:
+    """(x, y, w, h) of the scanner's screen inside the black bars a capture card added (pillarbox: equal
+    bars left and right; letterbox: top and bottom), or None. The screen is then understood on its own:
+    the bars are not the scanner's black (a screen drawn on dark grey would otherwise be one big picture
+    against pure-black bars), and the detection works at the screen's own scale. Equal bars matter: a
+    scanner's own black margin is on one side, or unequal."""
+    H, W = frame_bgr.shape[:2]
+    s = 8 if min(H, W) >= 256 else 1
+    sub = frame_bgr[::s, ::s]
+    mx, mn = sub.max(axis=2), sub.min(axis=2)
+
+    def bars(vmax, vmin, n_px):
+        bar = (vmax <= BAR_LEVEL) & (vmax.astype(np.int16) - vmin <= BAR_FLAT)
+        n = len(bar)
+        if bar.all() or not bar[0] or not bar[-1]:
+            return None
+        lead, trail = int(np.argmin(bar)), int(np.argmin(bar[::-1]))
+        if min(lead, trail) < BAR_MIN * n or abs(lead - trail) > max(2, 0.1 * max(lead, trail)) \
+                or n - lead - trail < BAR_MAX_FIT * n:  # a caption on a black frame is not a screen
+            return None
+        # the last sampled bar line + 1 to the first sampled bar line: unsampled lines stay inside
+        return (lead - 1) * s + 1, min(n_px, (n - trail) * s)
+
+    cols = bars(mx.max(axis=0), mn.min(axis=0), W)
+    rows = bars(mx.max(axis=1), mn.min(axis=1), H)
+    if cols is None and rows is None:
+        return None
+    x0, x1 = cols or (0, W)
+    y0, y1 = rows or (0, H)
+    return (x0, y0, x1 - x0, y1 - y0) if x1 - x0 >= MIN_FRAME_SIDE and y1 - y0 >= MIN_FRAME_SIDE else None
+
+
+def _shift_area(a: Area, dx: int, dy: int) -> Area:
+    def box(b):
+        return None if b is None else (b[0] + dx, b[1] + dy, b[2], b[3])
+
+    corners = None if a.doppler_outline is None else [(x + dx, y + dy) for x, y in a.doppler_outline]
+    return dataclasses.replace(a, box=box(a.box), doppler_box=box(a.doppler_box), doppler_outline=corners)
+
+
 SEARCH_LAG = 3  # frames between submitting a background area search and taking its result
 _SEARCHER = None
 
@@ -767,6 +814,21 @@ class LayoutDetector:
         return W / fs[0], H / fs[1]
 
     def detect(self, frame_bgr: np.ndarray) -> FrameLayout:
+        """The frame's layout, image areas and their modes, in frame pixels. A screen inside a capture
+        card's black bars is understood on its own (`capture_padding`); profile areas refer to the whole
+        frame, so a profile with areas is applied as it is."""
+        if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and min(frame_bgr.shape[:2]) >= MIN_FRAME_SIDE \
+                and not self.profile.areas and not self.profile.ui_regions:
+            pad = capture_padding(frame_bgr)
+            if pad is not None:
+                x, y, w, h = pad
+                lo = self._detect(frame_bgr[y:y + h, x:x + w])
+                # the subsampled frame no longer lies on the frame's own grid: pairing subsamples again
+                return dataclasses.replace(lo, areas=[_shift_area(a, x, y) for a in lo.areas],
+                                           size=(frame_bgr.shape[1], frame_bgr.shape[0]), small=None, gray=None, step=1)
+        return self._detect(frame_bgr)
+
+    def _detect(self, frame_bgr: np.ndarray) -> FrameLayout:
         if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and min(frame_bgr.shape[:2]) < MIN_FRAME_SIDE:
             # a thumbnail or a line of pixels holds no ultrasound image (and too few pixels to search)
             self._prev = self._boxes = None
