@@ -713,8 +713,11 @@ def capture_padding(frame_bgr: np.ndarray) -> tuple | None:
     scanner's own black margin is on one side, or unequal."""
     H, W = frame_bgr.shape[:2]
     s = 8 if min(H, W) >= 256 else 1
-    sub = frame_bgr[::s, ::s]
-    mx, mn = sub.max(axis=2), sub.min(axis=2)
+    # every s-th pixel (nearest-neighbour at an exact factor), per pixel the largest and smallest channel
+    sub = cv2.resize(frame_bgr, ((W + s - 1) // s, (H + s - 1) // s), interpolation=cv2.INTER_NEAREST) if s > 1 \
+        else frame_bgr
+    b, g, r = cv2.split(sub)
+    mx, mn = cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r)
 
     def bars(vmax, vmin, n_px):
         bar = (vmax <= BAR_LEVEL) & (vmax.astype(np.int16) - vmin <= BAR_FLAT)
