@@ -781,6 +781,7 @@ class LayoutDetector:
         self.fractions = fractions
         self.background = bool(background)
         self._pending = None  # (background search, frame count it is taken at, its gray frame, size)
+        self._pad = None  # (frame shape, frame number, capture_padding) of the last look for capture bars
         self.profile = profile or Profile()
         self.p = self.profile.detect
         self.dp = self.profile.doppler or doppler or DopplerParams()
@@ -796,7 +797,7 @@ class LayoutDetector:
         self._ref = self._outside = None  # small gray frame of the last area search, and the screen around the areas
 
     def reset(self):
-        self._prev = self._held = self._boxes = self._pending = None
+        self._prev = self._held = self._boxes = self._pending = self._pad = None
         self._sides, self._outlines = {}, {}
 
     def _ui_mask(self, W, H, f):
@@ -822,7 +823,12 @@ class LayoutDetector:
         frame, so a profile with areas is applied as it is."""
         if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and min(frame_bgr.shape[:2]) >= MIN_FRAME_SIDE \
                 and not self.profile.areas and not self.profile.ui_regions:
-            pad = capture_padding(frame_bgr)
+            # bars change only with the source's resolution: looked for again at the area-search pace
+            key = frame_bgr.shape
+            if self._pad is None or self._pad[0] != key or self._boxes is None \
+                    or self._frame_no - self._pad[1] >= self.p.redetect_every:  # (no areas: an area search is due)
+                self._pad = (key, self._frame_no, capture_padding(frame_bgr))
+            pad = self._pad[2]
             if pad is not None:
                 x, y, w, h = pad
                 lo = self._detect(frame_bgr[y:y + h, x:x + w])
