@@ -698,7 +698,7 @@ def _sides_still_drawn(area_bgr: np.ndarray, corners, p: LayoutParams) -> bool:
 _ELLIPSE5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
-# A capture card that fits a screen of another aspect ratio into its frame pads it with equal black bars
+# A capture card that fits a screen of another aspect ratio into its frame pads it with black bars on both sides
 BAR_LEVEL = 16  # padding is (near) pure black ...
 BAR_FLAT = 3  # ... and uniform down the whole column (or along the whole row)
 BAR_MIN = 0.03  # each bar at least this share of the frame's width (height)
@@ -709,8 +709,9 @@ def capture_padding(frame_bgr: np.ndarray) -> tuple | None:
     """(x, y, w, h) of the scanner's screen inside the black bars a capture card added (pillarbox: equal
     bars left and right; letterbox: top and bottom), or None. The screen is then understood on its own:
     the bars are not the scanner's black (a screen drawn on dark grey would otherwise be one big picture
-    against pure-black bars), and the detection works at the screen's own scale. Equal bars matter: a
-    scanner's own black margin is on one side, or unequal."""
+    against pure-black bars), and the detection works at the screen's own scale. Bars on both sides
+    matter (a card centres the screen; a scanner's own black margin is usually on one side); they may
+    differ up to 2:1, since a screen's own black margins add to the card's bars unequally."""
     H, W = frame_bgr.shape[:2]
     s = 8 if min(H, W) >= 256 else 1
     # every s-th pixel (nearest-neighbour at an exact factor), per pixel the largest and smallest channel
@@ -725,7 +726,7 @@ def capture_padding(frame_bgr: np.ndarray) -> tuple | None:
         if bar.all() or not bar[0] or not bar[-1]:
             return None
         lead, trail = int(np.argmin(bar)), int(np.argmin(bar[::-1]))
-        if min(lead, trail) < BAR_MIN * n or abs(lead - trail) > max(2, 0.1 * max(lead, trail)) \
+        if min(lead, trail) < BAR_MIN * n or abs(lead - trail) > max(2, 0.5 * max(lead, trail)) \
                 or n - lead - trail < BAR_MAX_FIT * n:  # a caption on a black frame is not a screen
             return None
         # the last sampled bar line + 1 to the first sampled bar line: unsampled lines stay inside
