@@ -288,3 +288,16 @@ def test_capture_card_bars_are_not_the_scanner_screen():
     one_side[:, 320:] = img[:, :960]
     assert capture_padding(one_side) is None  # unequal: the scanner's own margin, not padding
     assert capture_padding(np.zeros((720, 1280, 3), np.uint8)) is None
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (np.zeros((120, 160, 4), np.uint8), "3-channel"),  # BGRA from a grabber
+    (np.full((120, 160, 3), 0.5, np.float32), "uint8"),
+])
+def test_odd_frames_are_one_line_errors_before_the_capture_bar_look(bad, msg):
+    """The capture-bar look runs before detection proper: a frame it cannot read is refused with the same
+    one-line error as before it existed, not a traceback."""
+    from rating_edge.errors import RatingEdgeError
+
+    with pytest.raises(RatingEdgeError, match=msg):
+        LayoutDetector().detect(bad)

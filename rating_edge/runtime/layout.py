@@ -706,8 +706,8 @@ BAR_MAX_FIT = 0.5  # the screen between them at least this share (4:3 in 16:9 fi
 
 
 def capture_padding(frame_bgr: np.ndarray) -> tuple | None:
-    """(x, y, w, h) of the scanner's screen inside the black bars a capture card added (pillarbox: equal
-    bars left and right; letterbox: top and bottom), or None. The screen is then understood on its own:
+    """(x, y, w, h) of the scanner's screen inside the black bars a capture card added (pillarbox: bars
+    left and right; letterbox: top and bottom), or None. The screen is then understood on its own:
     the bars are not the scanner's black (a screen drawn on dark grey would otherwise be one big picture
     against pure-black bars), and the detection works at the screen's own scale. Bars on both sides
     matter (a card centres the screen; a scanner's own black margin is usually on one side); they may
@@ -717,8 +717,8 @@ def capture_padding(frame_bgr: np.ndarray) -> tuple | None:
     # every s-th pixel (nearest-neighbour at an exact factor), per pixel the largest and smallest channel
     sub = cv2.resize(frame_bgr, ((W + s - 1) // s, (H + s - 1) // s), interpolation=cv2.INTER_NEAREST) if s > 1 \
         else frame_bgr
-    b, g, r = cv2.split(sub)
-    mx, mn = cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r)
+    mx, chroma = max_and_chroma(sub)
+    mn = cv2.subtract(mx, chroma)
 
     def bars(vmax, vmin, n_px):
         bar = (vmax <= BAR_LEVEL) & (vmax.astype(np.int16) - vmin <= BAR_FLAT)
@@ -824,6 +824,7 @@ class LayoutDetector:
         frame, so a profile with areas is applied as it is."""
         if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and min(frame_bgr.shape[:2]) >= MIN_FRAME_SIDE \
                 and not self.profile.areas and not self.profile.ui_regions:
+            frame_bgr = check_image(frame_bgr, "frame")  # a 4-channel or float frame: its one-line error
             # bars change only with the source's resolution: looked for again at the area-search pace
             key = frame_bgr.shape
             if self._pad is None or self._pad[0] != key or self._boxes is None \

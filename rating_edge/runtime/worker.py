@@ -134,7 +134,6 @@ class Scorer:
             return Result(pair, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
                           t_done=time.perf_counter())
         heat_gs, heat_dop = (_finite_map(out.get(k)) for k in ("heat_gs", "heat_doppler"))
-        washes = {}
         try:
             washes = _washes(pair, heat_gs, heat_dop)
         except Exception:  # noqa: BLE001 - the overlay prepares what is missing itself
