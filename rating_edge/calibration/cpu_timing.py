@@ -29,7 +29,6 @@ def time_cpu_forms(package: Package, gs: np.ndarray, doppler: np.ndarray, forms:
         for n in counts:
             with make_runner(package, backend, variant=variant, threads=n) as r:
                 by_threads.setdefault(form, {})[str(n)] = round(median_ms(r, feed, iters, warmup=2), 3)
-        best = min(by_threads[form], key=by_threads[form].get)
         if log is not None:
             log(f"  timed {form}: " + ", ".join(f"{ms:.1f} ms at {n} thread{'s' if n != '1' else ''}"
                                               for n, ms in by_threads[form].items()) + " per pair (batch 1)")
@@ -59,28 +58,44 @@ def record_cpu_timing(path, iters: int = 7, log=print) -> dict:
     from pathlib import Path
 
     from rating_edge.export.inputs import random_pairs
-    from rating_edge.infer.cpu_forms import gated_forms, openvino_available
-    from rating_edge.package import PACKAGE_FILE, _read_engines, load_package, write_engines_json
+    from rating_edge.package import (
+        PACKAGE_FILE,
+        _read_engines,
+        load_package,
+        write_engines_json,
+    )
 
     path = Path(path)
     pkg = load_package(path)
-    gated = gated_forms(pkg)
-    forms = {"ort-fp32": ("ort", "default")}
-    if "ort-int8" in gated:
-        forms["ort-int8"] = ("ort", gated["ort-int8"]["variant"])
-    if openvino_available():
-        import openvino as ov
-
-        forms["openvino-fp32"] = ("openvino:fp32", None)
-        if "openvino-bf16" in gated and "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            forms["openvino-bf16"] = ("openvino:bf16", None)
-        if "openvino-int8" in gated:
-            forms["openvino-int8"] = ("openvino:int8", gated["openvino-int8"]["variant"])
-    else:
-        log("OpenVINO is not installed: timing the ONNX Runtime forms only (pip install 'rating-edge[openvino]')")
+    forms = cpu_forms(pkg, log)
     gs, dop = random_pairs(1, pkg.spec.input_size, seed=0)
     rec = time_cpu_forms(pkg, gs, dop, forms, iters=iters, log=log)
     side = _read_engines(path, path / PACKAGE_FILE) or {}
     others = [t for t in side.get("cpu_timings", []) if t.get("on") != rec["on"]]
     write_engines_json(path, side.get("engines", []), list(side.get("files", {})), others + [rec])
     return rec
+
+
+def cpu_forms(pkg: Package, log=None) -> dict:
+    """{form: (backend, variant)}: the CPU forms `choose_cpu_form` can pick for this package here, which
+    are the ones worth timing: FP32 on each installed backend and every reduced-precision form that
+    passed its gate (BF16 only where this CPU runs it)."""
+    from rating_edge.infer.cpu_forms import gated_forms, openvino_available
+
+    gated = gated_forms(pkg)
+    forms = {"ort-fp32": ("ort", "default")}
+    if "ort-int8" in gated:
+        forms["ort-int8"] = ("ort", gated["ort-int8"]["variant"])
+    if not openvino_available():
+        if log is not None:
+            log("OpenVINO is not installed: timing the ONNX Runtime forms only (pip install 'rating-edge[openvino]')")
+        return forms
+    import openvino as ov
+
+    forms["openvino-fp32"] = ("openvino:fp32", None)
+    if "openvino-bf16" in gated and "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        forms["openvino-bf16"] = ("openvino:bf16", None)
+    if "openvino-int8" in gated:
+        forms["openvino-int8"] = ("openvino:int8", gated["openvino-int8"]["variant"])
+    return forms
+

@@ -261,8 +261,13 @@ def _quantize_into(stage: Path, pkg: Package, cs: CalibSet, cal: CalibSet, held:
               "rounds": rounds, "reports": reports, "source_package": pkg.model_hash}
     if ov_record:
         record["openvino"] = ov_record
-    record["cpu_timing"] = _time_forms(Package(stage, meta), held, ov_record, log)
     meta["quantization"] = record
+    # every form the choice can pick here (`cpu_forms` reads the gates just recorded), timed at batch 1
+    from rating_edge.calibration.cpu_timing import cpu_forms, time_cpu_forms
+
+    cand = Package(stage, meta)
+    log("timing the CPU forms at batch 1 (for the fastest-form choice on this CPU):")
+    record["cpu_timing"] = time_cpu_forms(cand, held.gs, held.doppler, cpu_forms(cand, log), log=log)
     files = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p != stage / "model.json"]
     meta["artifacts"] = {}
     write_model_json(stage, meta, files)
@@ -305,23 +310,6 @@ def _openvino_extras(pkg, stage: Path, variants: dict, held: CalibSet, ref: dict
         + "; INT8 batch-1 ms " + ", ".join(f"{v} {ms:.1f}" for v, ms in rec["int8_timing_ms"].items())
         + f" -> {best}")
     return rec
-
-
-def _time_forms(cand: Package, held: CalibSet, ov_record: dict | None, log) -> dict:
-    """Every CPU form this package offers, timed at batch 1 on this machine (`choose_cpu_form` runs the
-    fastest gated one where the CPU model matches; the expected order per CPU class elsewhere)."""
-    from rating_edge.calibration.cpu_timing import time_cpu_forms
-
-    forms = {"ort-fp32": ("ort", "default")}
-    if "int8-u8s8" in cand.meta.get("variants", {}):
-        forms["ort-int8"] = ("ort", "int8-u8s8")
-    if ov_record:
-        forms["openvino-fp32"] = ("openvino:fp32", None)
-        if ov_record.get("bf16_passed"):
-            forms["openvino-bf16"] = ("openvino:bf16", None)
-        forms["openvino-int8"] = ("openvino:int8", ov_record["int8_variant"])
-    log("timing the CPU forms at batch 1 (for the fastest-form choice on this CPU):")
-    return time_cpu_forms(cand, held.gs, held.doppler, forms, log=log)
 
 
 def _time_batch1(package: Package, variant: str, held: CalibSet, iters: int = 5) -> float:

@@ -87,7 +87,6 @@ CPU_ORDER = {
 }
 
 
-
 def choose_cpu_form(package: Package, cls: str | None = None, have_openvino: bool | None = None,
                     timings: dict | None = None) -> dict:
     """The fastest gated CPU form of `package` here: {"backend", "precision", "variant", "why",
