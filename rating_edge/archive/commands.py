@@ -6,16 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from rating_edge.errors import RatingEdgeError
+from rating_edge.progress import progress_bar
 
 console = Console(stderr=True)
 
@@ -24,9 +17,7 @@ class StudyProgress:
     """Rich progress over studies, with the running pair count."""
 
     def __init__(self):
-        self.prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[pairs]} pairs"), TimeElapsedColumn(), TimeRemainingColumn(),
-                             console=console, transient=True)
+        self.prog = progress_bar(console, "{task.fields[pairs]} pairs", transient=True)
         self.task = None
         self.pairs = 0
 

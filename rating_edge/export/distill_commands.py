@@ -13,17 +13,9 @@ HOLDOUT_SEED_OFFSET = 7919  # phantom hold-out pairs never share a generator see
 
 
 def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rating_edge.progress import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    return progress_bar(console, "{task.fields[info]}")
 
 
 def run_distill(ckpt: Path, out: Path, share_depth: str = "layer4", frames: str = "phantom:1024", epochs: int = 20,

@@ -5,22 +5,15 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from rating_edge.errors import RatingEdgeError
+from rating_edge.progress import progress_bar
 
 console = Console(stderr=True)
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+def _progress():
+    return progress_bar(console, elapsed=False, transient=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -201,21 +201,14 @@ def train_ensemble(data_dir, out, spec: EnsembleSpec, cfg: TrainConfig, jigsaw: 
     """Train (or resume) the ensemble in `out`. `max_networks` stops after that many newly trained
     networks (the run is resumable); the manifest `ensemble.json` is written once all are done."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+
+    from rating_edge.progress import progress_bar
 
     console = console or Console(stderr=True)
     torch.set_num_threads(torch_threads(spec.width, threads))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = TrainResult(Path(out))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not show_progress, transient=False) as prog:
+    with progress_bar(console, "{task.fields[info]}", remaining=False, disable=not show_progress) as prog:
         overall = prog.add_task("networks", total=len(spec.network_ids()), info="")
         current = {"id": None}
 
