@@ -15,22 +15,16 @@ REL_PATH = {"type": "string", "minLength": 1, "maxLength": 1024,
 SIZE = {"type": "integer", "minimum": 32, "maximum": 4096}
 
 
+def _bounded(kind: str, lo=None, hi=None) -> dict:
+    return {"type": kind, **({"minimum": lo} if lo is not None else {}), **({"maximum": hi} if hi is not None else {})}
+
+
 def _int(lo=None, hi=None) -> dict:
-    d = {"type": "integer"}
-    if lo is not None:
-        d["minimum"] = lo
-    if hi is not None:
-        d["maximum"] = hi
-    return d
+    return _bounded("integer", lo, hi)
 
 
 def _num(lo=None, hi=None) -> dict:
-    d = {"type": "number"}
-    if lo is not None:
-        d["minimum"] = lo
-    if hi is not None:
-        d["maximum"] = hi
-    return d
+    return _bounded("number", lo, hi)
 
 
 SPEC = {
